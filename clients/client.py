@@ -1,0 +1,144 @@
+"""The synchronous SDK client: `with Client("http://127.0.0.1:8000") as c: c.search(text="a red circle")`."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from clients import _payloads as P
+from clients._core import DEFAULT_BASE_URL, RequestCore, RetryPolicy
+from clients._images import ImageInput
+from clients.types import (
+    ClassifyResult,
+    CollectionInfo,
+    DeleteResult,
+    EmbedResult,
+    ModelInfo,
+    SearchResult,
+    UpsertResult,
+)
+
+
+class Client:
+    """Blocking client of a vistas server. Thread-safe; reuse one per process.
+
+    max_retries: retries after the first attempt on connection errors, 408, 429 and
+        5xx (see RetryPolicy); pass a RetryPolicy to tune the backoff as well.
+    http_client: an httpx.Client to send with (a proxy, custom TLS, or Starlette's
+        TestClient); the caller keeps ownership and closes it.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60,
+        max_retries: int | RetryPolicy = 2,
+        http_client: httpx.Client | None = None,
+    ):
+        self._core = RequestCore(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(timeout=self._core.timeout)
+
+    # --- embed, classify, search -------------------------------------------------------
+
+    def embed_texts(
+        self, texts: str | Sequence[str], *, model: str | None = None, batch_size: int = 256, progress: bool = False
+    ) -> EmbedResult:
+        texts = P.as_texts(texts)
+        return self._embed(P.embed_bodies("texts", texts, model=model, batch_size=batch_size), len(texts), progress)
+
+    def embed_images(
+        self, images: ImageInput | Sequence[ImageInput], *, model: str | None = None, batch_size: int = 32,
+        progress: bool = False,
+    ) -> EmbedResult:
+        """Paths, file bytes or PIL images; `batch_size` images per request."""
+        images = P.as_images(images)
+        return self._embed(P.embed_bodies("images", images, model=model, batch_size=batch_size), len(images), progress)
+
+    def classify(
+        self, image: ImageInput, labels: Sequence[str], *, templates: Sequence[str] | None = None,
+        multi_label: bool = False, model: str | None = None,
+    ) -> ClassifyResult:
+        body = P.classify_body(image, labels, templates=templates, multi_label=multi_label, model=model)
+        return ClassifyResult.model_validate(self._request("POST", "/v1/classify", body))
+
+    def search(
+        self, *, text: str | None = None, image: ImageInput | None = None, vector: Sequence[float] | None = None,
+        k: int = 10, filter: dict | None = None, collection: str = "default", model: str | None = None,
+    ) -> SearchResult:
+        """Nearest items to exactly one of text, image or vector; `filter` matches metadata."""
+        body = P.search_body(
+            text=text, image=image, vector=vector, k=k, filter=filter, collection=collection, model=model
+        )
+        return SearchResult.model_validate(self._request("POST", "/v1/search", body))
+
+    # --- collections ---------------------------------------------------------------------
+
+    def add_items(
+        self, items: Sequence[dict], *, collection: str = "default", batch_size: int = 64,
+        model: str | None = None, progress: bool = False,
+    ) -> int:
+        """Upsert items {"id", one of "image"|"text"|"vector", "metadata"?}. Returns how many were upserted."""
+        items = list(items)
+        total = 0
+        with P.progress_bar(len(items), progress, f"add to {collection}") as bar:
+            for n, body in P.item_bodies(items, batch_size=batch_size, model=model):
+                reply = self._request("POST", P.items_path(collection), body)
+                total += UpsertResult.model_validate(reply).upserted
+                bar.update(n)
+        return total
+
+    def delete_item(self, id: str, *, collection: str = "default") -> DeleteResult:
+        return DeleteResult.model_validate(self._request("DELETE", P.item_path(collection, id)))
+
+    def get_collection(self, name: str = "default") -> CollectionInfo:
+        return CollectionInfo.model_validate(self._request("GET", P.collection_path(name)))
+
+    def models(self) -> list[ModelInfo]:
+        return [ModelInfo.model_validate(m) for m in self._request("GET", "/v1/models")["models"]]
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _embed(self, bodies, total: int, progress: bool) -> EmbedResult:
+        parts = []
+        with P.progress_bar(total, progress, "embed") as bar:
+            for n, body in bodies:
+                parts.append(self._request("POST", "/v1/embed", body))
+                bar.update(n)
+        return P.merge_embeds(parts)
+
+    def _request(self, method: str, path: str, body: dict | None = None):
+        core = self._core
+        for attempt in itertools.count():
+            try:
+                response = self._http.request(
+                    method, core.url(path), json=body, headers=core.headers, timeout=core.timeout
+                )
+            except httpx.TransportError as exc:
+                delay = core.retry_delay(attempt, None, method, path)
+                if delay is None:
+                    raise core.connection_error(exc, attempt + 1) from exc
+            else:
+                delay = core.retry_delay(attempt, response, method, path)
+                if delay is None:
+                    return core.parse(response)
+            time.sleep(delay)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Checkpoint -> bundle (ONNX towers + bundle.json), verified against PyTorch."""

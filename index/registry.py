@@ -1,0 +1,98 @@
+"""Several named collections under one root directory: `root/<name>/` each.
+
+This is the server's `--index DIR`: every sub-directory holding a collection is
+opened at start; new collections are created on first write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+from index.collection import Collection, SpaceMismatchError
+from index.store import SQLITE_FILE
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class CollectionNotFoundError(LookupError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"collection {name!r} does not exist; known collections: {known or 'none'}")
+        self.name = name
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 1-64 characters from letters, digits, '_' and '-'"
+        )
+    return name
+
+
+class Collections:
+    """Named collections under `root_dir`, all opened at construction. Thread-safe."""
+
+    def __init__(self, root_dir: str | Path):
+        self.root = Path(root_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._open: dict[str, Collection] = {}
+        for sub in sorted(self.root.iterdir()):
+            if (sub / SQLITE_FILE).is_file():
+                if not NAME_PATTERN.match(sub.name):
+                    log.warning("skipping %s: %r is not a valid collection name", sub, sub.name)
+                    continue
+                self._open[sub.name] = Collection.open(sub)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._open)
+
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._open
+
+    def get(self, name: str) -> Collection:
+        check_name(name)
+        with self._lock:
+            if name not in self._open:
+                raise CollectionNotFoundError(name, sorted(self._open))
+            return self._open[name]
+
+    def get_or_create(self, name: str, dim: int, space_id: str) -> Collection:
+        """The collection `name`, created empty if new. An existing one must match dim and space."""
+        check_name(name)
+        with self._lock:
+            collection = self._open.get(name)
+            if collection is None:
+                collection = self._open[name] = Collection.create(
+                    self.root / name, dim=dim, space_id=space_id, name=name
+                )
+                return collection
+        if collection.dim != dim:
+            raise ValueError(f"collection {name!r} holds dim-{collection.dim} vectors, not dim {dim}")
+        if collection.space_id != space_id:
+            raise SpaceMismatchError(collection.space_id, space_id, name)
+        return collection
+
+    def flush(self) -> None:
+        with self._lock:
+            collections = list(self._open.values())
+        for collection in collections:
+            collection.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            collections, self._open = list(self._open.values()), {}
+        for collection in collections:
+            collection.close()
+
+    def __enter__(self) -> "Collections":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Training: PyTorch models, losses, data, the train loop and evaluators."""

@@ -1,0 +1,248 @@
+"""Vision Transformer image tower (arXiv 2010.11929), the SigLIP image encoder.
+
+Adapted from big_vision `models/vit.py`. The primary input is a *set of patches*
+(patches, coords, mask; layout in `vistas.images`), so fixed-size images,
+FlexiViT/NaFlex variable resolution and NaViT-style padded sets share one path:
+
+    patches (B, N, p*p*3) --Linear--> tokens (B, N, D)
+      + position embedding looked up at coords in the (resized) learned grid
+      --> pre-LN encoder (padded tokens masked out of attention)
+      --> pool: "map" (SigLIP) | "gap" (masked mean) | "none"
+      --> optional Linear head (SigLIP's image tower has none)
+
+`forward(pixels)` patchifies exactly like `vistas.images.patchify` and is the
+path exported to ONNX (`image_encoder.onnx`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.models.layers import LN_EPS, Encoder, MAPHead, init_linear
+
+# Model sizes: Table 2 of arXiv 2106.04560 (Scaling Vision Transformers); So400m is the
+# shape-optimised ViT of arXiv 2305.13035 (Getting ViT in Shape), SigLIP's largest tower.
+VARIANTS: dict[str, dict[str, int]] = {
+    "Ti": dict(width=192, depth=12, mlp_dim=768, heads=3),
+    "S": dict(width=384, depth=12, mlp_dim=1536, heads=6),
+    "M": dict(width=512, depth=12, mlp_dim=2048, heads=8),
+    "B": dict(width=768, depth=12, mlp_dim=3072, heads=12),
+    "L": dict(width=1024, depth=24, mlp_dim=4096, heads=16),
+    "So400m": dict(width=1152, depth=27, mlp_dim=4304, heads=16),
+}
+
+Pool = Literal["map", "gap", "none"]
+
+
+def decode_variant(variant: str) -> dict[str, int]:
+    """'B/16' -> {width, depth, mlp_dim, heads, patch_size}; 'B' -> the same without patch_size."""
+    m = re.fullmatch(r"(\w+?)(?:/(\d+))?", variant)
+    if not m or m.group(1) not in VARIANTS:
+        raise ValueError(
+            f"unknown ViT variant {variant!r}; expected NAME or NAME/PATCH with NAME in {list(VARIANTS)}, "
+            "e.g. 'B/16', or build a ViTConfig with explicit sizes"
+        )
+    out = dict(VARIANTS[m.group(1)])
+    if m.group(2):
+        out["patch_size"] = int(m.group(2))
+    return out
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Image tower hyperparameters. The defaults are a tiny CPU-trainable model;
+    real sizes come from `ViTConfig.from_variant("B/16", image_size=224)`."""
+
+    width: int = 128
+    depth: int = 4
+    mlp_dim: int = 512  # 4 x width, as in every Table 2 variant
+    heads: int = 4
+    patch_size: int = 8
+    # Grid (rows, cols) of the learned position embedding: the training image size / patch
+    # size. Other grids get a bilinear resize of it (FlexiViT arXiv 2212.08013, SigLIP 2 NaFlex).
+    posemb_grid: tuple[int, int] = (4, 4)
+    pool: Pool = "map"  # SigLIP pools with a MAP head (arXiv 2303.15343 Sec. 4)
+    head_dim: int | None = None  # Linear after pooling; None = none (SigLIP's image tower)
+    ln_eps: float = LN_EPS
+
+    def __post_init__(self):
+        if self.pool not in ("map", "gap", "none"):
+            raise ValueError(f"pool must be 'map', 'gap' or 'none', got {self.pool!r}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+    @property
+    def out_dim(self) -> int:
+        return self.head_dim or self.width
+
+    @classmethod
+    def from_variant(cls, variant: str, image_size: int | tuple[int, int] = 224, **overrides) -> "ViTConfig":
+        """ViTConfig.from_variant("So400m/14", 384) -> the SigLIP So400m/14 image tower at 384px."""
+        sizes = decode_variant(variant)
+        if "patch_size" not in sizes:
+            raise ValueError(f"variant {variant!r} has no patch size; write it as e.g. {variant}/16")
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        p = sizes["patch_size"]
+        # Floor, as the reference conv stem ("VALID" padding) drops the remainder:
+        # So400m/14 at 384px has a 27x27 grid and ignores the last 6 pixel rows/cols.
+        return cls(**{**sizes, "posemb_grid": (h // p, w // p), **overrides})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["posemb_grid"] = list(self.posemb_grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ViTConfig":
+        known = {f.name for f in fields(cls)}
+        if unknown := set(d) - known:
+            raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "posemb_grid" in d:
+            d["posemb_grid"] = tuple(d["posemb_grid"])
+        return cls(**d)
+
+
+def patchify(pixels: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) -> patches (B, N, p*p*3) in (row, col, channel) order, coords (B, N, 2) int64.
+
+    The batched torch twin of `vistas.images.patchify`, the layout serving and NaFlex use.
+    """
+    b, c, h, w = pixels.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not a multiple of patch size {p}")
+    gh, gw = h // p, w // p
+    x = pixels.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1)  # (B, gh, gw, p, p, C)
+    patches = x.reshape(b, gh * gw, p * p * c)  # (B, N, p*p*C)
+    rows = torch.arange(gh, device=pixels.device).repeat_interleave(gw)  # (N,) 0,0,..,1,1,..
+    cols = torch.arange(gw, device=pixels.device).repeat(gh)  # (N,) 0,1,..,0,1,..
+    coords = torch.stack([rows, cols], dim=-1).expand(b, -1, -1)  # (B, N, 2)
+    return patches, coords
+
+
+def resize_posemb(posemb: torch.Tensor, new_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize a (gh, gw, D) position-embedding grid to (h, w, D).
+
+    align_corners=False and antialias=True, as transformers' Siglip2 (NaFlex)
+    `resize_positional_embeddings`: the anti-aliasing filter only matters when
+    downsampling (upsampling is identical to plain bilinear to float rounding).
+    ONNX is unaffected: the result depends only on weights and static sizes, so
+    the exporter folds it into a constant. The same size returns `posemb` itself.
+    """
+    h, w = int(new_hw[0]), int(new_hw[1])
+    if tuple(posemb.shape[:2]) == (h, w):
+        return posemb
+    x = posemb.permute(2, 0, 1)[None]  # (1, D, gh, gw)
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)  # (1, D, h, w)
+    return x[0].permute(1, 2, 0)  # (h, w, D)
+
+
+class ViT(nn.Module):
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = c = config
+        self.patch_embed = nn.Linear(c.patch_size * c.patch_size * 3, c.width)
+        # big_vision posemb "learn": normal(stddev=1/sqrt(width)).
+        self.pos_embedding = nn.Parameter(torch.randn(*c.posemb_grid, c.width) / math.sqrt(c.width))
+        self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps)
+        self.map_head = MAPHead(c.width, c.mlp_dim, c.heads, c.ln_eps) if c.pool == "map" else None
+        self.head = nn.Linear(c.width, c.head_dim) if c.head_dim else None
+        self.apply(init_linear)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """pixels (B, 3, H, W), normalised -> (x (B, out_dim), out). The ONNX-exported path."""
+        p = self.config.patch_size
+        patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
+        grid_hw = (pixels.shape[2] // p, pixels.shape[3] // p)
+        return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw)
+
+    def forward_patches(
+        self,
+        patches: torch.Tensor,
+        coords: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        grid_hw: tuple[int, int] | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """A padded batch of patch sets -> (x, out).
+
+        patches (B, N, p*p*3) float; coords (B, N, 2) int64 (row, col); mask (B, N) bool,
+        True = real patch (None = all real). Padded entries may hold any values.
+        grid_hw: the patch grid the coords live in, which picks the position-embedding
+        resize: (h, w) for the whole batch, an int64 (B, 2) tensor per image, or None to
+        take each image's max real coords + 1 (eager only: the sizes depend on data).
+
+        x is (B, out_dim) for pool "map"/"gap" and (B, N, out_dim) for "none".
+        out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
+        "pre_logits" (pooled, before the head), "logits" (after the head, if any).
+        """
+        c = self.config
+        b, n, pdim = patches.shape
+        if pdim != c.patch_size * c.patch_size * 3:
+            raise ValueError(
+                f"patches have {pdim} values, expected {c.patch_size}*{c.patch_size}*3 = "
+                f"{c.patch_size ** 2 * 3} (patch size {c.patch_size}, RGB)"
+            )
+        if coords.shape != (b, n, 2):
+            raise ValueError(f"coords must be (B, N, 2) = ({b}, {n}, 2), got {tuple(coords.shape)}")
+        if mask is not None and mask.shape != (b, n):
+            raise ValueError(f"mask must be (B, N) = ({b}, {n}), got {tuple(mask.shape)}")
+
+        out = {}
+        x = out["stem"] = self.patch_embed(patches)  # (B, N, D)
+        x = out["with_posemb"] = x + self.position_embedding(coords, mask, grid_hw)  # (B, N, D)
+        x, out["encoder"] = self.encoder(x, mask)  # (B, N, D)
+        out["encoded"] = x
+        x = out["pre_logits"] = self._pool(x, mask)  # (B, D) or (B, N, D)
+        if self.head is not None:
+            x = out["logits"] = self.head(x)  # (B, head_dim) or (B, N, head_dim)
+        return x, out
+
+    def position_embedding(
+        self,
+        coords: torch.Tensor,
+        mask: torch.Tensor | None,
+        grid_hw: tuple[int, int] | torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(B, N, 2) coords -> (B, N, D) embeddings from the grid resized to each image's grid."""
+        if mask is not None:
+            coords = coords.masked_fill(~mask[..., None], 0)  # padding may hold any coords
+        if grid_hw is None:
+            grid_hw = coords.amax(dim=1) + 1  # (B, 2): the image's own extent, as NaFlex resizes
+        if not isinstance(grid_hw, torch.Tensor):
+            return self._lookup(coords, (int(grid_hw[0]), int(grid_hw[1])))
+        # Per-image grids (eager only): one resize per distinct grid size in the batch.
+        pos = self.pos_embedding.new_empty(*coords.shape[:2], self.config.width)  # (B, N, D)
+        for hw in torch.unique(grid_hw, dim=0).tolist():
+            sel = (grid_hw == grid_hw.new_tensor(hw)).all(dim=-1)  # (B,)
+            pos[sel] = self._lookup(coords[sel], (hw[0], hw[1]))
+        return pos
+
+    def _lookup(self, coords: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        if not torch.compiler.is_exporting() and coords.numel():
+            lo, hi = coords.amin(dim=(0, 1)).tolist(), coords.amax(dim=(0, 1)).tolist()
+            if lo[0] < 0 or lo[1] < 0 or hi[0] >= hw[0] or hi[1] >= hw[1]:
+                raise ValueError(
+                    f"patch coords span rows {lo[0]}..{hi[0]}, cols {lo[1]}..{hi[1]}, outside the "
+                    f"{hw[0]}x{hw[1]} patch grid; pass the right grid_hw or mark padding with mask=False"
+                )
+        table = resize_posemb(self.pos_embedding, hw)  # (h, w, D)
+        return table[coords[..., 0], coords[..., 1]]  # (B, N, D)
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        pool = self.config.pool
+        if pool == "map":
+            return self.map_head(x, mask)  # (B, D)
+        if pool == "gap":
+            if mask is None:
+                return x.mean(dim=1)  # (B, D)
+            m = mask[..., None].to(x.dtype)  # (B, N, 1)
+            return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)  # (B, D)
+        return x  # "none": (B, N, D), e.g. for a captioning decoder to attend to

@@ -1,0 +1,186 @@
+"""The one training loop: SigLIP-style contrastive training of two towers.
+
+    vistas train --config configs/siglip_shapes_digits.py:quick=True --workdir runs/quick
+
+Every batch is a pure function of (seed, step) (see `training/batches.py`), so resuming
+from a checkpoint replays exactly the batches the killed run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from training.batches import BatchMaker
+from training.checkpoint import STEP_PREFIX, load_checkpoint, prune_checkpoints, save_checkpoint, step_checkpoints
+from training.config import Config
+from training.evaluate import run_suites
+from training.losses import sigmoid_loss
+from training.models import build_model
+from training.plots import plot_metrics
+from training.tokenizer_train import train_tokenizer
+from vistas.bundle import Preprocess
+from vistas.images import ImageSpec, preprocess_batch
+from vistas.tokenizer import Tokenizer
+
+
+def warmup_cosine(step: int, *, total: int, warmup: int) -> float:
+    """LR multiplier: linear warmup then cosine decay to 0 (as big_vision `warmup_cosine_decay`)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, position embeddings, probes and the scalars t, b."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "pos" not in name and "probe" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Encoders:
+    """Torch model -> the numpy encoders the evaluators take."""
+
+    def __init__(self, model, tokenizer: Tokenizer, image_spec: ImageSpec):
+        self.model, self.tokenizer, self.spec = model, tokenizer, image_spec
+
+    @torch.no_grad()
+    def images(self, pil_images) -> np.ndarray:
+        x = torch.from_numpy(preprocess_batch(list(pil_images), self.spec))
+        return self.model.encode_image(x).numpy()
+
+    @torch.no_grad()
+    def texts(self, texts) -> np.ndarray:
+        ids = torch.from_numpy(self.tokenizer.encode(list(texts)))
+        return self.model.encode_text(ids).numpy()
+
+
+def run_evals(model, tokenizer: Tokenizer, image_spec: ImageSpec, suites: list) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    enc = Encoders(model, tokenizer, image_spec)
+    out = run_suites(enc.images, enc.texts, suites)
+    model.train(was_training)
+    return out
+
+
+def train(config: Config, workdir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
+    """Train per `config`; returns the final checkpoint directory (`workdir/final`)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    if config.get("threads"):
+        torch.set_num_threads(config.threads)
+
+    image_spec = ImageSpec(**config.image)
+    batches = BatchMaker(config, image_spec)
+
+    # The tokenizer is trained once per run from training captions only, then reused on resume.
+    tok_dir = workdir / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file() and (tok_dir / "text_spec.json").is_file():
+        from vistas.tokenizer import TextSpec
+
+        text_spec = TextSpec.from_dict(json.loads((tok_dir / "text_spec.json").read_text()))
+    else:
+        text_spec = train_tokenizer(batches.tokenizer_corpus(), tok_dir, **config.tokenizer)
+        (tok_dir / "text_spec.json").write_text(json.dumps(text_spec.to_dict()))
+    tokenizer = Tokenizer(text_spec, tok_dir)
+    preprocess = Preprocess(image=image_spec, text=text_spec)
+
+    model_config = dict(config.model)
+    model_config["text"] = dict(model_config["text"], vocab_size=tokenizer.vocab_size, length=text_spec.length)
+    model_config["image"] = dict(model_config["image"], patch_size=image_spec.patch_size,
+                                 posemb_grid=[image_spec.height // image_spec.patch_size,
+                                              image_spec.width // image_spec.patch_size])
+    model = build_model(model_config)
+    opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, total=config.steps, warmup=config.warmup_steps)
+    )
+
+    start = 0
+    done = step_checkpoints(workdir)
+    if resume and done:
+        last = done[-1]
+        loaded, _, _ = load_checkpoint(last)
+        model.load_state_dict(loaded.state_dict())
+        state = torch.load(last / "train_state.pt", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start = state["step"]
+        print(f"resuming from {last} at step {start}")
+
+    evals = batches.eval_suites()
+    metrics_file = workdir / "metrics.jsonl"
+    if start == 0 and metrics_file.exists():
+        metrics_file.unlink()
+
+    def log(record: dict) -> None:
+        with open(metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint(step: int, final: bool = False) -> Path:
+        path = workdir / ("final" if final else "checkpoints") / ("" if final else f"{STEP_PREFIX}{step:06d}")
+        state = None if final else {"optimizer": opt.state_dict(), "schedule": schedule.state_dict(), "step": step}
+        save_checkpoint(path, model, model_config, preprocess, tok_dir, state)
+        if not final:
+            prune_checkpoints(workdir, config.keep_checkpoints)
+        return path
+
+    model.train()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
+               desc="train", unit="step", dynamic_ncols=True)
+    t0, seen = time.perf_counter(), 0
+    for step in bar:
+        batch = batches.batch(step)
+        pixels = torch.from_numpy(preprocess_batch(batch.images, image_spec))  # (B, 3, H, W)
+        ids = torch.from_numpy(tokenizer.encode(batch.captions))  # (B, L)
+        labels = torch.from_numpy(batch.pair_labels)  # (B, B) +1 / -1
+        zimg, ztxt, out = model(pixels, ids)
+        loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        schedule.step()
+        seen += len(batch.images)
+
+        done_step = step + 1
+        if done_step % config.log_every == 0 or done_step == config.steps:
+            rec = {"step": done_step, "loss": float(loss), "grad_norm": float(grad_norm),
+                   "lr": schedule.get_last_lr()[0], "t": float(out["t"].exp()), "b": float(out["b"]),
+                   "img_per_s": seen / (time.perf_counter() - t0)}
+            log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.0f}")
+        if done_step % config.eval_every == 0 or done_step == config.steps:
+            res = run_evals(model, tokenizer, image_spec, evals)
+            log({"step": done_step, **res})
+            bar.write(f"step {done_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in res.items()))
+            plot_metrics(metrics_file, workdir / "curves.png")
+        if done_step % config.checkpoint_every == 0 and done_step < config.steps:
+            checkpoint(done_step)
+    bar.close()
+    final = checkpoint(config.steps, final=True)
+    plot_metrics(metrics_file, workdir / "curves.png")
+    return final
+
+
+def evaluate_checkpoint(path: str | Path, config: Config) -> dict[str, float]:
+    """Re-run the recipe's evals on a saved checkpoint (torch)."""
+    model, _, preprocess = load_checkpoint(path)
+    tokenizer = Tokenizer(preprocess.text, path)
+    return run_evals(model, tokenizer, preprocess.image, BatchMaker(config, preprocess.image).eval_suites())
+
+
+if __name__ == "__main__":  # pragma: no cover - the CLI is the entry point
+    raise SystemExit("use `vistas train --config ...`")

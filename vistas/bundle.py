@@ -1,0 +1,129 @@
+"""The bundle: what export writes and serving reads.
+
+A bundle directory holds
+  bundle.json          this spec
+  image_encoder.onnx   pixel_values float32 (B, 3, H, W) -> embeddings float32 (B, D), L2-normalised
+  text_encoder.onnx    input_ids int64 (B, L)            -> embeddings float32 (B, D), L2-normalised
+  tokenizer.json       Hugging Face `tokenizers` file
+The preprocessing spec (ImageSpec + TextSpec) is the same object a training
+checkpoint stores in `preprocess.json`, so serving preprocesses as training did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vistas.images import ImageSpec
+from vistas.tokenizer import TextSpec
+
+BUNDLE_FILE = "bundle.json"
+FORMAT_VERSION = 1
+
+# Tensor names of the exported graphs: the serving runtimes and export agree on these.
+IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    image: ImageSpec
+    text: TextSpec
+
+    def to_dict(self) -> dict:
+        return {"image": self.image.to_dict(), "text": self.text.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(image=ImageSpec.from_dict(d["image"]), text=TextSpec.from_dict(d["text"]))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Preprocess":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    name: str
+    family: str  # "siglip", ...
+    embed_dim: int
+    logit_scale: float  # exp(t): multiplies the cosine similarity
+    logit_bias: float  # b: added after scaling; sigmoid(scale * cos + bias) is the probability
+    preprocess: Preprocess
+    space_id: str  # hash of weights + preprocessing: vectors from different spaces never mix
+    files: dict[str, str] = field(
+        default_factory=lambda: {"image_encoder": "image_encoder.onnx", "text_encoder": "text_encoder.onnx"}
+    )
+    parity: dict[str, float] = field(default_factory=dict)  # max abs diff onnx vs torch per tower
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "family": self.family,
+            "embed_dim": self.embed_dim,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+            "space_id": self.space_id,
+            "preprocess": self.preprocess.to_dict(),
+            "files": dict(self.files),
+            "parity": dict(self.parity),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BundleSpec":
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"bundle format_version {version!r} is not supported (this vistas reads {FORMAT_VERSION}); "
+                "re-export the bundle with this version of vistas"
+            )
+        return cls(
+            name=d["name"],
+            family=d["family"],
+            embed_dim=int(d["embed_dim"]),
+            logit_scale=float(d["logit_scale"]),
+            logit_bias=float(d["logit_bias"]),
+            preprocess=Preprocess.from_dict(d["preprocess"]),
+            space_id=d["space_id"],
+            files=dict(d["files"]),
+            parity=dict(d.get("parity", {})),
+        )
+
+
+def save_bundle_spec(spec: BundleSpec, directory: str | Path) -> Path:
+    path = Path(directory) / BUNDLE_FILE
+    path.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load_bundle_spec(directory: str | Path) -> BundleSpec:
+    path = Path(directory) / BUNDLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {directory} is not a vistas bundle. Make one with `vistas export CHECKPOINT OUT`."
+        )
+    spec = BundleSpec.from_dict(json.loads(path.read_text()))
+    for role, fname in spec.files.items():
+        if not (Path(directory) / fname).is_file():
+            raise FileNotFoundError(f"bundle {directory} lists {role}={fname} but the file is missing")
+    return spec
+
+
+def space_id(weight_files: list[Path], preprocess: Preprocess) -> str:
+    """Embedding-space id: sha256 over the weights and the preprocessing spec.
+
+    Two bundles share a space only when the same weights see the same inputs.
+    """
+    h = hashlib.sha256()
+    for f in weight_files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    h.update(json.dumps(preprocess.to_dict(), sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()[:32]

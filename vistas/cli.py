@@ -1,0 +1,148 @@
+"""The `vistas` command line: train | export | eval | serve | index | demo | bench.
+
+Each subcommand imports its package lazily, so `vistas serve` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import train
+
+    config = load_config(args.config)
+    workdir = Path(args.workdir or Path("runs") / Path(args.config.partition(":")[0]).stem)
+    final = train(config, workdir, resume=not args.no_resume, progress=not args.no_progress)
+    print(f"final checkpoint: {final}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_checkpoint
+
+    spec = export_checkpoint(args.checkpoint, args.out, name=args.name)
+    print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    # Wiring only: the recipe's eval suites (training.batches, torch-free) measured on the
+    # bundle through the serving runtime, i.e. on what users actually serve.
+    from serving.model import load_model
+    from training.batches import BatchMaker
+    from training.config import load_config
+    from training.evaluate import run_suites
+
+    model = load_model(args.bundle)
+    suites = BatchMaker(load_config(args.config), model.spec.preprocess.image).eval_suites()
+    results = run_suites(model.embed_images, model.embed_texts, suites)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.server import serve
+
+    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port)
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from index.build import build_index
+    from serving.model import load_model
+
+    model = load_model(args.bundle)
+    report = build_index(
+        args.source, args.out, model, collection=args.collection, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    print(report.summary())
+    return 0 if report.indexed or not report.failed else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from vistas.demo import run_demo
+
+    run_demo(host=args.host, port=args.port, workdir=args.workdir, serve=not args.no_serve)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from bench.run import main as bench_main
+
+    return bench_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vistas", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a Python config")
+    t.add_argument("--config", required=True, help="configs/<recipe>.py[:key=value,...]")
+    t.add_argument("--workdir", help="run directory (default runs/<recipe>)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="checkpoint -> bundle (ONNX + bundle.json), parity-checked")
+    e.add_argument("checkpoint")
+    e.add_argument("out")
+    e.add_argument("--name", help="model name served as `model` (default: the run's name)")
+    e.set_defaults(func=_export)
+
+    v = sub.add_parser("eval", help="zero-shot / retrieval metrics of a bundle, measured through onnxruntime")
+    v.add_argument("bundle")
+    v.add_argument("--config", default="configs/siglip_shapes_digits.py", help="recipe whose eval suites to run")
+    v.add_argument("--out", help="also write the results as JSON here")
+    v.set_defaults(func=_eval)
+
+    s = sub.add_parser("serve", help="serve one or more bundles over HTTP")
+    s.add_argument("bundle", nargs="+")
+    s.add_argument("--index", help="directory of collections (from `vistas index build`)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=_serve)
+
+    i = sub.add_parser("index", help="batch indexing jobs")
+    isub = i.add_subparsers(dest="index_command", required=True)
+    b = isub.add_parser("build", help="embed a folder / CSV / JSONL / WebDataset tars into a collection")
+    b.add_argument("--bundle", required=True)
+    b.add_argument("--source", required=True, help="DIR | file.csv | file.jsonl | shard.tar | 'shards/*.tar'")
+    b.add_argument("--out", required=True, help="index directory (serve it with `vistas serve B --index OUT`)")
+    b.add_argument("--collection", default="default")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_index_build)
+
+    d = sub.add_parser("demo", help="export the bundled model, index a gallery and serve it")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--workdir", default="build/demo")
+    d.add_argument("--no-serve", action="store_true", help="prepare bundle + index, then exit")
+    d.set_defaults(func=_demo)
+
+    be = sub.add_parser("bench", help="run the benchmarks in bench/")
+    be.add_argument("rest", nargs=argparse.REMAINDER)
+    be.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vistas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
