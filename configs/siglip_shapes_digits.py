@@ -5,52 +5,56 @@ The bundled model (models/siglip-shapes-digits) was trained with exactly:
     vistas train --config configs/siglip_shapes_digits.py --workdir runs/siglip-shapes-digits
 
 CI trains a few hundred steps with `:quick=True` and checks the model learned.
-Sizes are chosen for a 2-core CPU: 64x64 images, 8x8 patches (64 tokens), a 4-layer
+Sizes are chosen for a 2-core CPU: 48x48 images, 8x8 patches (36 tokens), a 4-layer
 width-128 ViT with MAP pooling (SigLIP, arXiv 2303.15343) and a 2-layer text tower.
 """
 
 from training.config import Config, parse_arg
 
+IMAGE_SIZE = 48  # shapes are drawn at this size and digits upscaled to it: no resize in preprocessing
+
 
 def get_config(arg=None) -> Config:
-    arg = parse_arg(arg, quick=False, steps=0, batch_size=0, threads=0, seed=0)
+    arg = parse_arg(arg, quick=False, steps=0, batch_size=0, threads=0, seed=0, b_init=0.0, eval_every=0,
+                    checkpoint_every=0, eval_size=0)
     quick = arg.quick
     c = Config()
     c.seed = arg.seed
     c.threads = arg.threads or None  # None: torch's default (all cores)
-    c.steps = arg.steps or (300 if quick else 3000)
+    c.steps = arg.steps or (300 if quick else 800)
     c.batch_size = arg.batch_size or (128 if quick else 256)
     # SigLIP trains with a larger lr than CLIP-style models; sigmoid loss is stable at small batch.
     c.lr = 2e-3 if quick else 1e-3
     c.weight_decay = 1e-4
-    c.warmup_steps = 30 if quick else 200
+    c.warmup_steps = 30 if quick else 80
     c.grad_clip = 1.0
     c.log_every = 10 if quick else 25
-    c.eval_every = c.steps if quick else 500
-    c.checkpoint_every = 100 if quick else 500
+    c.eval_every = arg.eval_every or (c.steps if quick else 200)
+    c.checkpoint_every = arg.checkpoint_every or (100 if quick else 200)
     c.keep_checkpoints = 2
 
-    c.image = dict(height=64, width=64, patch_size=8, resample="bilinear")
+    c.image = dict(height=IMAGE_SIZE, width=IMAGE_SIZE, patch_size=8, resample="bilinear")
     c.tokenizer = dict(vocab_size=600, length=16)
 
     # Mixture weights per example; digits repeat (1,437 train images), shapes never do.
     c.data = [
-        dict(name="shapes", weight=0.6, kwargs=dict(split="train", size=10_000_000, image_size=64)),
-        dict(name="digits", weight=0.4, kwargs=dict(split="train", image_size=64, augment=True)),
+        dict(name="shapes", weight=0.6, kwargs=dict(split="train", size=10_000_000, image_size=IMAGE_SIZE)),
+        dict(name="digits", weight=0.4, kwargs=dict(split="train", size=1_000_000, image_size=IMAGE_SIZE, shift=4)),
     ]
-    eval_size = 300 if quick else 1000
+    eval_size = arg.eval_size or (300 if quick else 1000)
     c.evals = [
-        dict(name="shapes_seen", kind="zero_shot", dataset="shapes", kwargs=dict(split="test_seen", size=eval_size, image_size=64)),
-        dict(name="shapes_unseen", kind="zero_shot", dataset="shapes", kwargs=dict(split="test_unseen", size=eval_size, image_size=64)),
-        dict(name="digits", kind="zero_shot", dataset="digits", kwargs=dict(split="test", image_size=64)),
-        dict(name="shapes_retrieval", kind="retrieval", dataset="shapes", kwargs=dict(split="test_seen", size=eval_size, image_size=64)),
+        dict(name="shapes_seen", kind="zero_shot", dataset="shapes", kwargs=dict(split="test_seen", size=eval_size, image_size=IMAGE_SIZE)),
+        dict(name="shapes_unseen", kind="zero_shot", dataset="shapes", kwargs=dict(split="test_unseen", size=eval_size, image_size=IMAGE_SIZE)),
+        dict(name="digits", kind="zero_shot", dataset="digits", kwargs=dict(split="test", image_size=IMAGE_SIZE)),
+        dict(name="shapes_retrieval", kind="retrieval", dataset="shapes", kwargs=dict(split="test_seen", size=eval_size, image_size=IMAGE_SIZE)),
     ]
 
     width = 128
     c.model = dict(
         family="siglip",
         embed_dim=width,
-        image=dict(width=width, depth=4 if quick else 6, mlp_dim=4 * width, heads=4, pool="map"),
+        image=dict(width=width, depth=4, mlp_dim=4 * width, heads=4, pool="map"),
         text=dict(width=width, depth=2, mlp_dim=4 * width, heads=4, head_dim=width),
+        b_init=arg.b_init or -10.0,
     )
     return c

@@ -158,7 +158,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         done_step = step + 1
         if done_step % config.log_every == 0 or done_step == config.steps:
             rec = {"step": done_step, "loss": float(loss), "grad_norm": float(grad_norm),
-                   "lr": schedule.get_last_lr()[0], "t": float(out["t"].exp()), "b": float(out["b"]),
+                   "lr": schedule.get_last_lr()[0], "t": float(out["t"].detach().exp()), "b": float(out["b"].detach()),
                    "img_per_s": seen / (time.perf_counter() - t0)}
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.0f}")

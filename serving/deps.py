@@ -1,0 +1,96 @@
+"""Request-scoped access to what the lifespan built once: settings, models, collections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError, check_name
+from serving.errors import APIError
+from serving.model import ServedModel
+from serving.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_models(request: Request) -> dict[str, ServedModel]:
+    """Models by name, in bundle order: the first is the default."""
+    return request.app.state.models
+
+
+def get_collections(request: Request) -> Collections:
+    collections = request.app.state.collections
+    if collections is None:
+        raise APIError(
+            503,
+            "no_index",
+            "This server has no index directory, so it has no collections; "
+            "start it with --index DIR (or VISTAS_INDEX_DIR).",
+        )
+    return collections
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelsDep = Annotated[dict[str, ServedModel], Depends(get_models)]
+CollectionsDep = Annotated[Collections, Depends(get_collections)]
+
+
+def pick_model(models: dict[str, ServedModel], name: str | None, *, space_id: str | None = None) -> ServedModel:
+    """The named model; unnamed: the first model of `space_id` if given, else the default model."""
+    if name is not None:
+        if name not in models:
+            raise APIError(
+                404, "model_not_found", f"No model {name!r}; this server has {sorted(models)} (see /v1/models)."
+            )
+        return models[name]
+    if not models:
+        raise APIError(503, "no_model", "This server has no model loaded; start it with a bundle.")
+    if space_id is not None:
+        for model in models.values():
+            if model.space_id == space_id:
+                return model
+    return next(iter(models.values()))
+
+
+def open_collection(collections: Collections, name: str) -> Collection:
+    """An existing collection, or 404 `collection_not_found`."""
+    try:
+        return collections.get(check_name(name))
+    except CollectionNotFoundError:
+        known = collections.names()
+        raise APIError(
+            404,
+            "collection_not_found",
+            f"No collection {name!r} (this server has {known or 'none'}); "
+            f"add items with POST /v1/collections/{name}/items first.",
+        ) from None
+    except ValueError as e:
+        raise APIError(422, "invalid_collection_name", str(e)) from None
+
+
+def writable_collection(collections: Collections, name: str, model: ServedModel) -> Collection:
+    """The collection `name` for vectors of `model`, created on first write; 409 if it holds another space."""
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise APIError(422, "invalid_collection_name", str(e)) from None
+    try:
+        return collections.get_or_create(name, model.dim, model.space_id)
+    except SpaceMismatchError as e:
+        raise APIError(409, "space_mismatch", str(e)) from None
+    except ValueError as e:  # an existing collection of another dim: another space too
+        raise APIError(409, "space_mismatch", str(e)) from None
+
+
+def check_space(model: ServedModel, coll: Collection) -> None:
+    """Vectors of one embedding space only: a model of another space gets 409."""
+    if model.space_id != coll.space_id:
+        raise APIError(
+            409,
+            "space_mismatch",
+            f"Collection {coll.name!r} holds vectors of space {coll.space_id}, but model {model.name!r} embeds "
+            f"into {model.space_id}; use a model of that space (see /v1/models) or another collection.",
+        )

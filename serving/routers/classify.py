@@ -1,0 +1,91 @@
+"""POST /v1/classify: zero-shot classification of one image against a list of labels."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from serving.deps import ModelsDep, SettingsDep, pick_model
+from serving.errors import APIError
+from serving.model import ServedModel
+from serving.parsing import (
+    JSON,
+    body_kind,
+    check_count,
+    check_form_fields,
+    check_texts,
+    decode_base64,
+    decode_images,
+    form_bytes,
+    form_strings,
+    read_form,
+    read_json,
+    validate,
+)
+from serving.schemas import ClassifyOptions, ClassifyRequest, ClassifyResponse, ErrorResponse, Prediction
+
+router = APIRouter(tags=["classify"])
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["image", "labels"],
+    "properties": {
+        "image": {"type": "string", "format": "binary"},
+        "labels": {"type": "array", "items": {"type": "string"}, "description": "Repeated fields or one JSON list."},
+        "templates": {"type": "array", "items": {"type": "string"}},
+        "multi_label": {"type": "boolean"},
+        "model": {"type": "string"},
+    },
+}
+OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ClassifyRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+async def _parse(request: Request) -> tuple[ClassifyOptions, bytes]:
+    """-> (everything but the image, image bytes)."""
+    if body_kind(request) == JSON:
+        req = validate(ClassifyRequest, await read_json(request))
+        return req, decode_base64(req.image, "image")
+    async with read_form(request) as form:
+        check_form_fields(form, {"image", "labels", "templates", "multi_label", "model"})
+        parts = form.getlist("image")
+        if len(parts) != 1:
+            raise APIError(422, "validation_error", f"image: send exactly one `image` part, got {len(parts)}.")
+        data = await form_bytes(parts[0], "image")
+        fields = {
+            "model": form.get("model"),
+            "labels": form_strings(form, "labels", json_list=True) or [],
+            "templates": form_strings(form, "templates", json_list=True),
+            "multi_label": form.get("multi_label", False),
+        }
+    return validate(ClassifyOptions, fields), data
+
+
+def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, max_pixels: int) -> list[tuple[str, float]]:
+    (image,) = decode_images([("image", data)], max_pixels)
+    return model.classify(image, req.labels, req.templates, multi_label=req.multi_label)
+
+
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    openapi_extra=OPENAPI,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
+)
+async def classify(request: Request, models: ModelsDep, settings: SettingsDep) -> ClassifyResponse:
+    """Sigmoid probability of each label for the image, best first (SigLIP zero-shot)."""
+    req, data = await _parse(request)
+    check_count("labels", len(req.labels), settings.max_labels, "max_labels")
+    check_texts("labels", req.labels, settings.max_text_chars)
+    check_count("templates", len(req.templates or ()), settings.max_templates, "max_templates")
+    check_texts("templates", req.templates or [], settings.max_text_chars)
+    model = pick_model(models, req.model)
+    ranked = await run_in_threadpool(_classify, model, data, req, settings.max_image_pixels)
+    return ClassifyResponse(model=model.name, predictions=[Prediction(label=lb, score=s) for lb, s in ranked])

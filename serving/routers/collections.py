@@ -1,0 +1,130 @@
+"""Collections: upsert and delete items, read a collection's description.
+
+An upsert answers only after SQLite has committed it (the index's durability
+point); the FAISS snapshot is written at shutdown or rebuilt on the next start.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from index import Collections, SpaceMismatchError
+from serving.deps import (
+    CollectionsDep,
+    ModelsDep,
+    SettingsDep,
+    check_space,
+    open_collection,
+    pick_model,
+    writable_collection,
+)
+from serving.errors import APIError
+from serving.model import ServedModel
+from serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
+from serving.schemas import (
+    CollectionInfo,
+    DeleteResponse,
+    ErrorResponse,
+    UpsertItem,
+    UpsertRequest,
+    UpsertResponse,
+)
+from serving.settings import Settings
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+ERRORS = {404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
+
+
+def _check_items(items: list[UpsertItem], settings: Settings) -> None:
+    check_count("items", len(items), settings.max_items, "max_items")
+    for i, item in enumerate(items):
+        given = [f for f in ("image", "text", "vector") if getattr(item, f) is not None]
+        if len(given) != 1:
+            raise APIError(
+                400,
+                "invalid_item",
+                f"items[{i}] (id {item.id!r}) needs exactly one of image, text or vector; got {given or 'none'}.",
+            )
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise APIError(422, "duplicate_ids", f"id {item.id!r} appears twice in one upsert; send each id once.")
+        seen.add(item.id)
+    texts = [item.text for item in items if item.text is not None]
+    check_count("texts of items", len(texts), settings.max_texts, "max_texts")
+    check_texts("items.text", texts, settings.max_text_chars)
+    n_images = sum(item.image is not None for item in items)
+    check_count("images of items", n_images, settings.max_batch_images, "max_batch_images")
+
+
+def _embed_items(
+    model: ServedModel,
+    items: list[UpsertItem],
+    images: dict[int, bytes],  # item index -> image bytes
+    vectors: dict[int, np.ndarray],  # item index -> checked unit vector (D,)
+    max_pixels: int,
+) -> np.ndarray:
+    """Items -> float32 (n, D) in item order: images and texts are embedded in one batch each."""
+    out = np.empty((len(items), model.dim), np.float32)
+    if images:
+        rows = sorted(images)
+        out[rows] = model.embed_images(decode_images([(f"items[{i}].image", images[i]) for i in rows], max_pixels))
+    if text_rows := [i for i, item in enumerate(items) if item.text is not None]:
+        out[text_rows] = model.embed_texts([items[i].text for i in text_rows])
+    for i, v in vectors.items():
+        out[i] = v
+    return out
+
+
+def _write(collections: Collections, name: str, model: ServedModel, items: list[UpsertItem], vectors) -> int:
+    coll = writable_collection(collections, name, model)
+    ids = [item.id for item in items]
+    metadata = [item.metadata or {} for item in items]
+    try:
+        return coll.upsert(ids, vectors, metadata, space_id=model.space_id)  # returns after the SQLite commit
+    except SpaceMismatchError as e:  # a concurrent request created it with another space
+        raise APIError(409, "space_mismatch", str(e)) from None
+    except ValueError as e:  # e.g. metadata that is not JSON
+        raise APIError(422, "invalid_item", str(e)) from None
+
+
+@router.post(
+    "/{name}/items", response_model=UpsertResponse, dependencies=[Depends(require_json)], responses=ERRORS
+)
+async def upsert_items(
+    name: str, req: UpsertRequest, models: ModelsDep, collections: CollectionsDep, settings: SettingsDep
+) -> UpsertResponse:
+    """Insert or replace items; the collection is created on first write with the model's space."""
+    _check_items(req.items, settings)
+    existing = open_collection(collections, name) if name in collections else None
+    model = pick_model(models, req.model, space_id=existing.space_id if existing else None)
+    if existing is not None:
+        check_space(model, existing)  # before any embedding work
+    # The cheap checks of every item come before the expensive embedding of any.
+    images, vectors = {}, {}
+    for i, item in enumerate(req.items):
+        if item.image is not None:
+            images[i] = decode_base64(item.image, f"items[{i}].image")
+        elif item.vector is not None:
+            vectors[i] = unit_vector(item.vector, model.dim, f"items[{i}].vector")
+    # Embed first: a bad image fails the request before a new collection is created.
+    embedded = await run_in_threadpool(_embed_items, model, req.items, images, vectors, settings.max_image_pixels)
+    n = await run_in_threadpool(_write, collections, name, model, req.items, embedded)
+    return UpsertResponse(collection=name, upserted=n)
+
+
+# `:path` because ids are often file paths ("cats/01.jpg").
+@router.delete("/{name}/items/{item_id:path}", response_model=DeleteResponse, responses=ERRORS)
+async def delete_item(name: str, item_id: str, collections: CollectionsDep) -> DeleteResponse:
+    """Delete one item; `deleted` is 0 when the id was not there."""
+    coll = open_collection(collections, name)
+    n = await run_in_threadpool(coll.delete, [item_id])
+    return DeleteResponse(collection=name, deleted=n)
+
+
+@router.get("/{name}", response_model=CollectionInfo, responses=ERRORS)
+async def collection_info(name: str, collections: CollectionsDep) -> CollectionInfo:
+    return CollectionInfo(**open_collection(collections, name).info())

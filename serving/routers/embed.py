@@ -1,0 +1,93 @@
+"""POST /v1/embed: images and/or texts -> L2-normalised vectors, in request order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from serving.deps import ModelsDep, SettingsDep, pick_model
+from serving.errors import APIError
+from serving.model import ServedModel
+from serving.parsing import (
+    JSON,
+    body_kind,
+    check_count,
+    check_form_fields,
+    check_texts,
+    decode_base64,
+    decode_images,
+    form_bytes,
+    form_strings,
+    read_form,
+    read_json,
+    validate,
+)
+from serving.schemas import EmbedRequest, EmbedResponse, ErrorResponse
+from serving.settings import Settings
+
+router = APIRouter(tags=["embed"])
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "texts": {"type": "array", "items": {"type": "string"}},
+        "model": {"type": "string"},
+    },
+}
+OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": EmbedRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+async def _parse(request: Request) -> tuple[EmbedRequest, list[tuple[str, bytes]]]:
+    """-> (request without images, [(where, image bytes)])."""
+    if body_kind(request) == JSON:
+        req = validate(EmbedRequest, await read_json(request))
+        blobs = [(f"images[{i}]", decode_base64(s, f"images[{i}]")) for i, s in enumerate(req.images or ())]
+        return req, blobs
+    async with read_form(request) as form:
+        check_form_fields(form, {"images", "texts", "model"})
+        blobs = [(f"images[{i}]", await form_bytes(v, f"images[{i}]")) for i, v in enumerate(form.getlist("images"))]
+        req = validate(EmbedRequest, {"model": form.get("model"), "texts": form_strings(form, "texts")})
+    return req, blobs
+
+
+def _check_limits(req: EmbedRequest, n_images: int, settings: Settings) -> None:
+    check_count("images", n_images, settings.max_batch_images, "max_batch_images")
+    check_count("texts", len(req.texts or ()), settings.max_texts, "max_texts")
+    check_texts("texts", req.texts or [], settings.max_text_chars)
+
+
+def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str], max_pixels: int):
+    images = decode_images(blobs, max_pixels)
+    return model.embed_images(images), model.embed_texts(texts)
+
+
+@router.post(
+    "/v1/embed",
+    response_model=EmbedResponse,
+    openapi_extra=OPENAPI,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
+)
+async def embed(request: Request, models: ModelsDep, settings: SettingsDep) -> EmbedResponse:
+    """Embed images and/or texts. JSON with base64 `images`, or multipart with `images` file parts."""
+    req, blobs = await _parse(request)
+    if not blobs and not req.texts:
+        raise APIError(422, "validation_error", "Nothing to embed: give `images` and/or `texts`.")
+    _check_limits(req, len(blobs), settings)
+    model = pick_model(models, req.model)
+    img, txt = await run_in_threadpool(_embed, model, blobs, req.texts or [], settings.max_image_pixels)
+    return EmbedResponse(
+        model=model.name,
+        space=model.space_id,
+        dim=model.dim,
+        image_embeddings=img.tolist(),
+        text_embeddings=txt.tolist(),
+    )

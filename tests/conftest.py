@@ -1,0 +1,42 @@
+"""Session fixtures shared by training, export and end-to-end tests.
+
+`quick_run` trains the real recipe in its CI size once per session (a few minutes on two
+cores); export and serving tests then use that trained model, not a stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_CONFIG = f"{ROOT}/configs/siglip_shapes_digits.py:quick=True"
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> Path:
+    """The run directory of a quick training of the bundled recipe."""
+    from training.config import load_config
+    from training.train import train
+
+    workdir = tmp_path_factory.mktemp("quick_run")
+    train(load_config(QUICK_CONFIG), workdir, progress=False)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def quick_metrics(quick_run) -> dict:
+    """The last evaluation record of the quick run."""
+    records = [json.loads(line) for line in (quick_run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "digits/accuracy" in r][-1]
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(quick_run, tmp_path_factory) -> Path:
+    from export.onnx_export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("quick_bundle") / "bundle"
+    export_checkpoint(quick_run / "final", out, name="quick")
+    return out

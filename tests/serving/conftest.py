@@ -1,0 +1,45 @@
+"""Fixtures for serving tests: two tiny bundles (tests/support/tiny_bundle.py) and a real uvicorn server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.live_server import LiveServer, running_server
+from support.tiny_bundle import build_bundle
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    return build_bundle(root / "a", "tiny-a", seed=0), build_bundle(root / "b", "tiny-b", seed=1)
+
+
+@pytest.fixture(scope="session")
+def server(bundles, tmp_path_factory):
+    """A real uvicorn server on a free 127.0.0.1 port, in a background thread, with small limits."""
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    settings = Settings(
+        bundles=[str(b) for b in bundles],
+        index_dir=str(tmp_path_factory.mktemp("index")),
+        threads=1,
+        max_body_bytes=200_000,
+        max_image_pixels=100_000,
+        max_batch_images=4,
+        max_texts=8,
+        max_text_chars=200,
+        max_labels=10,
+    )
+    with running_server(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: LiveServer):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

@@ -1,0 +1,143 @@
+"""The HTTP API against a real uvicorn server: contract shapes and real results."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+from support.tiny_bundle import COLOR_RGB, DIM, png
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unit(rows) -> bool:
+    return np.allclose(np.linalg.norm(np.asarray(rows), axis=1), 1.0, atol=1e-5)
+
+
+def test_health_models_docs(client: httpx.Client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
+    models = client.get("/v1/models").json()["models"]
+    assert [m["name"] for m in models] == ["tiny-a", "tiny-b"]
+    assert models[0]["default"] and not models[1]["default"]
+    assert models[0]["dim"] == DIM and models[0]["family"] == "siglip"
+    assert models[0]["space"] != models[1]["space"]
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/embed", "/v1/classify", "/v1/search", "/v1/collections/{name}/items"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/embed"]["post"]["requestBody"]["content"]
+
+
+def test_embed_json(client: httpx.Client):
+    red, blue = png(COLOR_RGB["red"]), png(COLOR_RGB["blue"])
+    images = [b64(red), "data:image/png;base64," + b64(blue), b64(red)]
+    r = client.post("/v1/embed", json={"texts": ["red", "a blue car", "red"], "images": images})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "tiny-a" and body["dim"] == DIM and body["space"].startswith("sha256:")
+    img, txt = np.asarray(body["image_embeddings"]), np.asarray(body["text_embeddings"])
+    assert img.shape == (3, DIM) and txt.shape == (3, DIM)
+    assert unit(img) and unit(txt)
+    np.testing.assert_array_equal(img[0], img[2])  # same image, same vector
+    np.testing.assert_array_equal(txt[0], txt[2])
+    assert img[0] @ img[1] < 0.5  # red and blue differ
+    assert txt[0] @ img[0] > txt[0] @ img[1]  # "red" is nearer the red image: order kept
+
+
+def test_embed_multipart_matches_json(client: httpx.Client):
+    red, green = png(COLOR_RGB["red"]), png(COLOR_RGB["green"])
+    files = [("images", ("r.png", red, "image/png")), ("images", ("g.png", green, "image/png"))]
+    r = client.post("/v1/embed", files=files, data={"texts": ["green", "red"], "model": "tiny-b"})
+    assert r.status_code == 200, r.text
+    multi = r.json()
+    assert multi["model"] == "tiny-b"
+    as_json = client.post(
+        "/v1/embed", json={"model": "tiny-b", "images": [b64(red), b64(green)], "texts": ["green", "red"]}
+    ).json()
+    np.testing.assert_allclose(multi["image_embeddings"], as_json["image_embeddings"], atol=1e-6)
+    np.testing.assert_allclose(multi["text_embeddings"], as_json["text_embeddings"], atol=1e-6)
+
+
+def test_classify_json_sorted_and_cached(client: httpx.Client, server):
+    cache = server.app.state.models["tiny-a"].label_cache
+    labels = ["green", "red", "blue", "dog"]
+    body = {"image": b64(png(COLOR_RGB["red"])), "labels": labels}
+    hits0, misses0 = cache.hits, cache.misses
+    first = client.post("/v1/classify", json=body).json()
+    assert (cache.hits - hits0, cache.misses - misses0) == (0, 4)
+    preds = first["predictions"]
+    assert first["model"] == "tiny-a" and preds[0]["label"] == "red"
+    assert sorted(p["label"] for p in preds) == sorted(labels)
+    scores = [p["score"] for p in preds]
+    assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    second = client.post("/v1/classify", json=body).json()
+    assert second == first
+    assert (cache.hits - hits0, cache.misses - misses0) == (4, 4)  # the labels were not re-embedded
+    # Other templates are another cache key.
+    client.post("/v1/classify", json=dict(body, templates=["{}"]))
+    assert cache.misses - misses0 == 8
+
+
+def test_classify_multipart(client: httpx.Client):
+    files = {"image": ("b.png", png(COLOR_RGB["blue"]), "image/png")}
+    repeated = client.post("/v1/classify", files=files, data={"labels": ["red", "blue"], "multi_label": "true"})
+    assert repeated.status_code == 200, repeated.text
+    assert repeated.json()["predictions"][0]["label"] == "blue"
+    as_json_list = client.post("/v1/classify", files=files, data={"labels": '["red", "blue"]'})
+    assert as_json_list.json() == repeated.json()  # multi_label changes nothing (sigmoid scores)
+
+
+def test_items_search_delete(client: httpx.Client):
+    items = [
+        {"id": "r1", "image": b64(png(COLOR_RGB["red"])), "metadata": {"kind": "image"}},
+        {"id": "g1", "image": b64(png(COLOR_RGB["green"])), "metadata": {"kind": "image"}},
+        {"id": "b-text", "text": "a blue square", "metadata": {"kind": "text"}},
+        {"id": "v1", "vector": [0.0] * (DIM - 1) + [2.0]},
+    ]
+    r = client.post("/v1/collections/colors/items", json={"items": items})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"collection": "colors", "upserted": 4}
+    assert client.get("/v1/collections/colors").json() == {
+        "name": "colors",
+        "count": 4,
+        "space": client.get("/v1/models").json()["models"][0]["space"],
+        "index": "IDMap2,Flat",
+    }
+
+    def search(**query) -> list[dict]:
+        r = client.post("/v1/search", json={"collection": "colors", **query})
+        assert r.status_code == 200, r.text
+        assert r.json()["collection"] == "colors"
+        return r.json()["results"]
+
+    assert search(text="red", k=1)[0]["id"] == "r1"
+    assert search(image=b64(png(COLOR_RGB["blue"])), k=1)[0]["id"] == "b-text"
+    hits = search(vector=[0.0] * (DIM - 1) + [1.0], k=2)
+    assert hits[0]["id"] == "v1" and abs(hits[0]["score"] - 1.0) < 1e-5  # stored normalised
+    assert hits[0]["score"] >= hits[1]["score"]
+    filtered = search(text="red", filter={"kind": "text"})
+    assert [h["id"] for h in filtered] == ["b-text"] and filtered[0]["metadata"] == {"kind": "text"}
+
+    assert client.delete("/v1/collections/colors/items/r1").json() == {"collection": "colors", "deleted": 1}
+    assert client.delete("/v1/collections/colors/items/r1").json()["deleted"] == 0
+    assert "r1" not in {h["id"] for h in search(text="red", k=10)}
+    assert client.get("/v1/collections/colors").json()["count"] == 3
+    # Ids are often file paths.
+    client.post("/v1/collections/colors/items", json={"items": [{"id": "dir/x.png", "text": "red"}]})
+    assert client.delete("/v1/collections/colors/items/dir/x.png").json()["deleted"] == 1
+
+
+def test_upsert_replaces_and_other_space_conflicts(client: httpx.Client):
+    item = {"id": "x", "text": "red", "metadata": {"v": 1}}
+    assert client.post("/v1/collections/replace/items", json={"items": [item]}).status_code == 200
+    client.post("/v1/collections/replace/items", json={"items": [dict(item, metadata={"v": 2})]})
+    hits = client.post("/v1/search", json={"collection": "replace", "text": "red"}).json()["results"]
+    assert [(h["id"], h["metadata"]) for h in hits] == [("x", {"v": 2})]
+    # tiny-b embeds into another space: neither writing nor searching may mix them.
+    r = client.post("/v1/collections/replace/items", json={"model": "tiny-b", "items": [item]})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"
+    r = client.post("/v1/search", json={"collection": "replace", "text": "red", "model": "tiny-b"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"

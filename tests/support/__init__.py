@@ -1,0 +1,1 @@
+"""Test support code shared across test folders (importable because pytest's pythonpath has tests/)."""

@@ -1,0 +1,186 @@
+"""Training data sets: determinism, the held-out split's guarantees, real digits, the registry."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from training.data import DATASETS, get_dataset, register
+from training.data import digits, shapes
+from training.data.shapes import ALL_PAIRS, COLORS, HELDOUT_PAIRS, SHAPES, ShapesDataset
+
+
+def pixels(example) -> np.ndarray:
+    return np.asarray(example.image)
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def test_shapes_deterministic_per_seed_split_index():
+    a, b = ShapesDataset("train", 50, seed=3), ShapesDataset("train", 50, seed=3)
+    for i in (0, 7, 49):
+        assert np.array_equal(pixels(a[i]), pixels(b[i]))
+        assert a[i].caption == b[i].caption and a[i].attrs == b[i].attrs
+    other = ShapesDataset("train", 50, seed=4)
+    assert not all(np.array_equal(pixels(a[i]), pixels(other[i])) for i in range(5))
+    # Random access order does not matter: example i is a function of i alone.
+    assert np.array_equal(pixels(a[49]), pixels(ShapesDataset("train", 50, seed=3)[-1]))
+
+
+def test_shapes_image_format_and_options():
+    ex = ShapesDataset("train", 1, image_size=96)[0]
+    assert ex.image.mode == "RGB" and ex.image.size == (96, 96)
+    single = ShapesDataset("train", 200, max_objects=1)
+    assert all(len(single[i].attrs["objects"]) == 1 for i in range(200))
+    with pytest.raises(IndexError):
+        single[200]
+    with pytest.raises(ValueError, match="split"):
+        ShapesDataset("validation", 1)
+
+
+def test_shapes_palette_is_diverse_and_separated():
+    assert {"red", "green", "blue"} <= set(COLORS) and len(COLORS) >= 6
+    assert {"circle", "square", "triangle"} <= set(SHAPES) and len(SHAPES) >= 5
+    rgb = np.array(list(COLORS.values()), float)
+    dists = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)
+    assert dists[~np.eye(len(rgb), dtype=bool)].min() > 90
+    # Backgrounds are near-grey; objects saturated: a background never reads as an object color.
+    assert (rgb.max(1) - rgb.min(1)).min() > 100
+
+
+def test_heldout_pairs_cover_every_color_and_shape_once():
+    assert {c for c, _ in HELDOUT_PAIRS} == set(COLORS)
+    assert {s for _, s in HELDOUT_PAIRS} == set(SHAPES)
+
+
+def test_train_never_shows_heldout_pairs_but_every_color_and_shape():
+    ds = ShapesDataset("train", 3000, seed=0)
+    heldout_names = [f"{c} {s}" for c, s in HELDOUT_PAIRS]
+    colors, shape_names, n_objects = Counter(), Counter(), Counter()
+    for i in range(len(ds)):
+        ex = ds[i]
+        objs = ex.attrs["objects"]
+        n_objects[len(objs)] += 1
+        for o in objs:
+            assert (o["color"], o["shape"]) not in HELDOUT_PAIRS, (i, o)
+            colors[o["color"]] += 1
+            shape_names[o["shape"]] += 1
+        for name in heldout_names:
+            assert name not in ex.caption, (i, ex.caption)
+        for o in objs:  # the caption names every object in the image
+            assert f"{o['color']} {o['shape']}" in ex.caption, (i, ex.caption)
+    assert set(colors) == set(COLORS) and set(shape_names) == set(SHAPES)
+    assert n_objects[1] > n_objects[2] > n_objects[3] > 0  # one object is the most common
+
+
+@pytest.mark.parametrize("split,pool", [("test_seen", "seen"), ("test_unseen", "heldout")])
+def test_test_splits_are_single_object_with_matching_labels(split, pool):
+    names = shapes.class_names()
+    assert len(names) == len(ALL_PAIRS) and len(set(names)) == len(names)
+    ds = ShapesDataset(split, 120)
+    labels = Counter()
+    for i in range(len(ds)):
+        ex = ds[i]
+        (obj,) = ex.attrs["objects"]
+        pair = (obj["color"], obj["shape"])
+        assert (pair in HELDOUT_PAIRS) == (pool == "heldout")
+        assert names[ex.label] == f"{obj['color']} {obj['shape']}"
+        assert names[ex.label] in ex.caption
+        labels[ex.label] += 1
+    assert len(set(labels.values())) == 1  # balanced: the split cycles through its pairs
+
+
+def test_test_seen_uses_its_own_seed_stream():
+    train, seen = ShapesDataset("train", 20), ShapesDataset("test_seen", 20)
+    assert not any(np.array_equal(pixels(train[i]), pixels(seen[i])) for i in range(20))
+
+
+def test_objects_are_drawn_in_their_color_at_their_center():
+    ds = ShapesDataset("test_unseen", len(SHAPES))  # one of each shape
+    for ex in ds:
+        (obj,) = ex.attrs["objects"]
+        x, y = (int(v) for v in obj["center"])
+        assert tuple(pixels(ex)[y, x]) == COLORS[obj["color"]], obj
+
+
+def test_zero_shot_prompts_use_articles():
+    assert "a photo of a red circle" in shapes.zero_shot_prompts("red circle")
+    assert "an orange square" in shapes.zero_shot_prompts("orange square")
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_split_is_stratified_disjoint_and_complete():
+    train, test = digits.split_indices("train"), digits.split_indices("test")
+    _, labels = digits.load_raw()
+    assert len(train) + len(test) == len(labels) == 1797
+    assert not set(train) & set(test)
+    assert 340 <= len(test) <= 380
+    per_class = np.bincount(labels[test], minlength=10) / np.bincount(labels, minlength=10)
+    assert np.allclose(per_class, 0.2, atol=0.01)
+    assert np.array_equal(digits.split_indices("test", seed=0), test)
+    assert not np.array_equal(digits.split_indices("test", seed=1), test)
+
+
+def test_digits_examples_are_real_distinct_images():
+    ds = digits.DigitsDataset("test", image_size=32)
+    ex = ds[0]
+    assert ex.image.mode == "RGB" and ex.image.size == (32, 32)
+    assert digits.class_names()[ex.label] in ex.caption or str(ex.label) in ex.caption
+    means = np.zeros((10, 32, 32))
+    counts = np.zeros(10)
+    for e in ds:
+        means[e.label] += pixels(e)[..., 0]
+        counts[e.label] += 1
+    means /= counts[:, None, None]
+    assert means.mean() > 128  # dark ink on white paper
+    d = np.linalg.norm((means[:, None] - means[None]).reshape(100, -1), axis=1).reshape(10, 10)
+    assert d[~np.eye(10, dtype=bool)].min() > 100  # every pair of class means differs clearly
+
+
+def test_digits_shift_only_for_train_and_size_cycles():
+    train = digits.DigitsDataset("train", size=3000, shift=3, image_size=32)
+    assert len(train) == 3000 and train[2999].label is not None
+    assert any(train[i].attrs["shift"] != (0, 0) for i in range(10))
+    n = len(train.indices)
+    assert train[0].attrs["index"] == train[n].attrs["index"]  # cycling: same scan, new shift
+    test = digits.DigitsDataset("test", shift=3)
+    assert all(test[i].attrs["shift"] == (0, 0) for i in range(10))
+    assert "seven" in digits.zero_shot_prompts("seven")[0]
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_builds_by_name_and_rejects_duplicates():
+    assert {"shapes", "digits", "user"} <= set(DATASETS)
+    assert len(get_dataset("shapes", split="train", size=5)) == 5
+    with pytest.raises(ValueError, match="already registered"):
+        register("shapes", ShapesDataset)
+    with pytest.raises(KeyError, match="known"):
+        get_dataset("imagenet")
+
+
+def test_user_dataset_trains_on_captioned_items_only(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / f"{name}.png")
+    (tmp_path / "a.txt").write_text("a red square\n")  # b.png has no caption
+    ds = get_dataset("user", source=str(tmp_path))
+    examples = list(ds)
+    assert [(e.caption, e.attrs["id"]) for e in examples] == [("a red square", "a.png")]
+    assert ds.stats.ok == 1 and ds.stats.by_code == {"missing_caption": 1}
+    assert ds.count_items() == 2
+
+
+def test_data_modules_do_not_import_torch():
+    import subprocess
+
+    code = "import sys, training.data, vistas.sources; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

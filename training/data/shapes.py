@@ -1,0 +1,212 @@
+"""The "shapes" data set: procedural colored shapes with attribute captions (this project's own).
+
+Every example is a pure function of (seed, split, index), so runs are reproducible without
+storing a single image, and a resumed run sees the same data.
+
+An image holds 1-3 objects, each a color x shape x size at a random position, on a light or
+dark low-saturation background (optionally with subtle noise). Backgrounds are grey-ish and
+object colors saturated, so "which color is the object" never depends on the background.
+
+Compositional generalisation is the point of the held-out split: `HELDOUT_PAIRS` names one
+color x shape pair per color and per shape (a Latin-square diagonal), so every color and
+every shape is still seen in training, but those combinations never appear in a training
+image or caption. `test_unseen` asks the model to recognise them zero-shot, among ALL pairs.
+
+    ds = ShapesDataset("train", size=10_000)
+    ds[0].image, ds[0].caption  # (64x64 RGB PIL image, "a photo of a small red circle")
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from training.data.types import Example
+
+# Saturated and far apart in hue (min pairwise RGB distance > 90), unlike any background.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 230),
+    "yellow": (245, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 125, 10),
+}
+SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
+# Radius as a fraction of the image side; the two ranges are 1.5x apart so "small" vs "large"
+# is never ambiguous.
+SIZES: dict[str, tuple[float, float]] = {"small": (0.09, 0.12), "large": (0.18, 0.22)}
+# Backgrounds: grey level range, tinted by at most +-10 per channel (low saturation).
+BACKGROUNDS: dict[str, tuple[int, int]] = {"light": (195, 240), "dark": (20, 65)}
+
+_COLOR_NAMES, _SIZE_NAMES, _BACKGROUND_NAMES = tuple(COLORS), tuple(SIZES), tuple(BACKGROUNDS)
+# Color i is held out with shape i+2: each color and each shape exactly once, and the pairs
+# used as examples in docs and prompts ("a red circle", "a blue square") stay seen.
+HELDOUT_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (c, SHAPES[(i + 2) % len(SHAPES)]) for i, c in enumerate(_COLOR_NAMES)
+)
+ALL_PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in _COLOR_NAMES for s in SHAPES)
+SEEN_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p not in HELDOUT_PAIRS)
+_LABEL = {p: i for i, p in enumerate(ALL_PAIRS)}
+
+# Different seed streams per split: test_seen never replays a training image.
+SPLITS = {"train": 0, "test_seen": 1, "test_unseen": 2}
+
+# Vertices of each polygon for a unit "radius", y pointing down (image coordinates).
+# Circles are drawn as ellipses. The diamond is taller than wide, so a slightly rotated
+# square never looks like one.
+_w, _l = 0.34, 1.05  # cross arm half-width and length
+_POLYGONS: dict[str, np.ndarray] = {
+    "square": np.array([(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]),
+    "triangle": np.array([(1.15 * math.cos(a), 1.15 * math.sin(a)) for a in np.radians([-90, 30, 150])]),
+    "diamond": np.array([(0, -1.15), (0.72, 0), (0, 1.15), (-0.72, 0)]),
+    "star": np.array([
+        ((1.15 if k % 2 == 0 else 0.48) * math.cos(a), (1.15 if k % 2 == 0 else 0.48) * math.sin(a))
+        for k, a in enumerate(np.radians(np.arange(-90, 270, 36)))
+    ]),
+    "cross": np.array([(-_w, -_l), (_w, -_l), (_w, -_w), (_l, -_w), (_l, _w), (_w, _w), (_w, _l), (-_w, _l),
+                       (-_w, _w), (-_l, _w), (-_l, -_w), (-_w, -_w)]),
+}
+MAX_ROTATION_DEG = 12  # variety without turning a square into a diamond
+
+_SINGLE_TEMPLATES = ("{o}", "a photo of {o}", "an image of {o}", "a picture of {o}", "{o} on a {bg} background",
+                     "a photo of {o} on a {bg} background")
+_MULTI_TEMPLATES = ("{o}", "a photo of {o}", "an image with {o}", "{o} on a {bg} background")
+_PROMPTS = ("{o}", "a photo of {o}", "an image of {o}")
+
+
+def with_article(phrase: str) -> str:
+    """'orange circle' -> 'an orange circle'."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def class_names() -> list[str]:
+    """All color x shape labels ("red circle", ...), seen and held-out; index = Example.label."""
+    return [f"{c} {s}" for c, s in ALL_PAIRS]
+
+
+def zero_shot_prompts(class_name: str) -> list[str]:
+    """Prompt templates for zero-shot evaluation, phrased like the training captions."""
+    return [t.format(o=with_article(class_name)) for t in _PROMPTS]
+
+
+def object_count_probs(max_objects: int) -> np.ndarray:
+    """P(k objects) proportional to 0.6**(k-1): for 3, about 0.51 / 0.31 / 0.18."""
+    w = 0.6 ** np.arange(max_objects)
+    return w / w.sum()
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: str, center: np.ndarray, radius: float, angle: float, fill) -> None:
+    if shape == "circle":
+        x, y = center
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
+        return
+    c, s = math.cos(angle), math.sin(angle)
+    pts = _POLYGONS[shape] @ np.array([[c, s], [-s, c]]) * radius + center  # (V, 2) rotated, placed
+    draw.polygon([tuple(p) for p in pts], fill=fill)
+
+
+def _place(rng: np.random.Generator, radii: list[float], size: int, tries: int = 30) -> list[np.ndarray | None]:
+    """Centers inside the image with centers at least 0.9*(r_i + r_j) apart (touching, not
+    stacked); None for an object that found no room (it is then left out of image and caption)."""
+    placed: list[tuple[np.ndarray, float]] = []
+    out = []
+    for r in radii:
+        lo, hi = 1.2 * r, size - 1.2 * r  # polygons reach 1.15 r
+        for _ in range(tries):
+            c = rng.uniform(lo, hi, size=2)
+            if all(np.hypot(*(c - pc)) >= 0.9 * (r + pr) for pc, pr in placed):
+                placed.append((c, r))
+                out.append(c)
+                break
+        else:
+            out.append(None)
+    return out
+
+
+def _object_phrase(obj: dict, rng: np.random.Generator) -> str:
+    words = ([obj["size"]] if rng.random() < 0.5 else []) + [obj["color"], obj["shape"]]
+    return with_article(" ".join(words))
+
+
+def _caption(objects: list[dict], background: str, rng: np.random.Generator) -> str:
+    phrases = [_object_phrase(o, rng) for o in objects]
+    listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    templates = _SINGLE_TEMPLATES if len(objects) == 1 else _MULTI_TEMPLATES
+    return templates[rng.integers(len(templates))].format(o=listing, bg=background)
+
+
+def render(objects: list[dict], background: str, noise: bool, image_size: int, rng: np.random.Generator) -> Image.Image:
+    """Objects (with color, shape, center, radius, angle) on a background -> RGB PIL image."""
+    lo, hi = BACKGROUNDS[background]
+    base = rng.integers(lo, hi + 1) + rng.integers(-10, 11, size=3, dtype=np.int16)  # (3,) tinted grey
+    if noise:  # subtle grey noise (uniform, std ~6) on the background only: object colors stay exact
+        pixels = base + rng.integers(-10, 11, size=(image_size, image_size, 1), dtype=np.int16)  # (S, S, 3)
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    else:
+        img = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in base.clip(0, 255)))
+    draw = ImageDraw.Draw(img)
+    for o in objects:
+        _draw(draw, o["shape"], np.asarray(o["center"]), o["radius"], o["angle"], COLORS[o["color"]])
+    return img
+
+
+class ShapesDataset:
+    """`size` examples of one split; example i is a pure function of (seed, split, i).
+
+    train:       1..max_objects objects per image, pairs from SEEN_PAIRS only; label is the
+                 class index for single-object images, else None.
+    test_seen:   one object, seen pairs, cycling through them so classes are balanced.
+    test_unseen: one object, HELDOUT_PAIRS, cycling likewise.
+    """
+
+    class_names = staticmethod(class_names)
+    zero_shot_prompts = staticmethod(zero_shot_prompts)
+
+    def __init__(self, split: str, size: int, image_size: int = 64, seed: int = 0, max_objects: int = 3):
+        if split not in SPLITS:
+            raise ValueError(f"unknown shapes split {split!r}; expected one of {list(SPLITS)}")
+        if not 1 <= max_objects <= len(SHAPES):
+            raise ValueError(f"max_objects must be in 1..{len(SHAPES)}, got {max_objects}")
+        if image_size < 16:
+            raise ValueError(f"image_size {image_size} is too small to draw shapes; use >= 16")
+        self.split, self.size, self.image_size, self.seed = split, int(size), image_size, seed
+        self.max_objects = max_objects if split == "train" else 1
+        self._count_cdf = np.cumsum(object_count_probs(self.max_objects))[:-1]  # inverse-CDF sampling
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        return (self[i] for i in range(self.size))
+
+    def __getitem__(self, index: int) -> Example:
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} examples")
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
+        if self.split == "train":
+            n = 1 + int(np.searchsorted(self._count_cdf, rng.random(), side="right"))
+            pairs = [SEEN_PAIRS[j] for j in rng.choice(len(SEEN_PAIRS), size=n, replace=False)]
+        else:
+            pool = SEEN_PAIRS if self.split == "test_seen" else HELDOUT_PAIRS
+            pairs = [pool[index % len(pool)]]
+        sizes = [_SIZE_NAMES[rng.integers(len(_SIZE_NAMES))] for _ in pairs]
+        radii = [rng.uniform(*SIZES[s]) * self.image_size for s in sizes]
+        centers = _place(rng, radii, self.image_size)
+        objects = [
+            {"color": c, "shape": sh, "size": sz, "center": (float(ctr[0]), float(ctr[1])), "radius": float(r),
+             "angle": float(np.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)))}
+            for (c, sh), sz, r, ctr in zip(pairs, sizes, radii, centers)
+            if ctr is not None
+        ]
+        assert objects, "the first object always fits in an empty image"
+        background = _BACKGROUND_NAMES[rng.integers(len(_BACKGROUND_NAMES))]
+        noise = bool(rng.random() < 0.5)
+        image = render(objects, background, noise, self.image_size, rng)
+        caption = _caption(objects, background, rng)
+        label = _LABEL[(objects[0]["color"], objects[0]["shape"])] if len(objects) == 1 else None
+        return Example(image, caption, label, {"objects": objects, "background": background, "noise": noise})
