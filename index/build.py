@@ -56,12 +56,15 @@ class BuildReport:
 
 
 def _batches(pairs: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == size:
+    """Batches of (item, image); an id seen again starts a new batch, so the later copy wins
+    by a second upsert (a collection refuses duplicate ids inside one upsert)."""
+    batch, ids = [], set()
+    for item, image in pairs:
+        if len(batch) == size or item.id in ids:
             yield batch
-            batch = []
+            batch, ids = [], set()
+        batch.append((item, image))
+        ids.add(item.id)
     if batch:
         yield batch
 
@@ -78,17 +81,19 @@ def build_index(
 ) -> BuildReport:
     """Embed every decodable image of `source` and upsert it (id, vector, caption + metadata)."""
     t0 = time.perf_counter()
+    items = iter_source(source)  # validates the source before anything is created
     coll = Collections(out_dir).get_or_create(collection, dim=model.dim, space_id=model.space_id)
     stats = DecodeStats()
     report = BuildReport(source=str(source), collection=collection)
     bar = tqdm(total=count_source(source), desc=f"index {collection}", unit="img", disable=not progress, dynamic_ncols=True)
-    for batch in _batches(decode_items(iter_source(source), max_pixels=max_pixels, stats=stats), batch_size):
-        items, images = zip(*batch)
+    for batch in _batches(decode_items(items, max_pixels=max_pixels, stats=stats), batch_size):
+        done, images = zip(*batch)
         vectors = model.embed_images(list(images))  # (n, D), L2-normalised
-        metadata = [dict(item.metadata, **({"caption": item.caption} if item.caption else {})) for item in items]
-        report.indexed += coll.upsert([item.id for item in items], vectors, metadata, space_id=model.space_id)
-        bar.update(len(items))
+        metadata = [dict(item.metadata, **({"caption": item.caption} if item.caption else {})) for item in done]
+        report.indexed += coll.upsert([item.id for item in done], vectors, metadata, space_id=model.space_id)
+        bar.update(stats.ok + stats.failed - bar.n)  # failures advance the bar too
         bar.set_postfix(bad=stats.failed)
+    bar.update(stats.ok + stats.failed - bar.n)
     bar.close()
     coll.flush()
     report.failed, report.failures_by_code, report.failure_examples = stats.failed, stats.by_code, stats.examples

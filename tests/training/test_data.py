@@ -184,3 +184,14 @@ def test_data_modules_do_not_import_torch():
 
     code = "import sys, training.data, vistas.sources; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shapes_sit_on_the_position_grid_and_positions_vary():
+    from training.data.shapes import POSITION_GRID, ShapesDataset
+
+    ds = ShapesDataset("train", size=200, image_size=48)
+    centers = {tuple(o["center"]) for ex in ds for o in ex.attrs["objects"]}
+    assert all((c - POSITION_GRID / 2) % POSITION_GRID == 0 for xy in centers for c in xy), centers
+    assert len(centers) >= 9, "objects must still move around the image"
+    free = ShapesDataset("train", size=50, image_size=48, position_grid=0)
+    assert any((c - 4) % 8 for ex in free for o in ex.attrs["objects"] for c in o["center"])

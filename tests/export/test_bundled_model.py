@@ -1,0 +1,46 @@
+"""The committed model: its bundle is the export of its checkpoint, and it classifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serving.model import load_model
+from training.checkpoint import load_checkpoint
+from training.data import get_dataset
+from vistas.bundle import load_bundle_spec, space_id
+from vistas.images import preprocess_batch
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "siglip-shapes-digits"
+
+pytestmark = pytest.mark.skipif(not (MODEL / "bundle" / "bundle.json").is_file(), reason="bundled model not committed yet")
+
+
+def test_bundle_is_the_export_of_the_checkpoint():
+    spec = load_bundle_spec(MODEL / "bundle")
+    model, _, pre = load_checkpoint(MODEL / "checkpoint")
+    assert spec.space_id == space_id([MODEL / "checkpoint" / "model.safetensors"], pre)
+    assert spec.preprocess == pre
+    examples = list(get_dataset("shapes", split="test_seen", size=8, image_size=pre.image.height, seed=9))
+    served = load_model(str(MODEL / "bundle"))
+    with torch.no_grad():
+        want = model.encode_image(torch.from_numpy(preprocess_batch([e.image for e in examples], pre.image))).numpy()
+    assert np.abs(served.embed_images([e.image for e in examples]) - want).max() <= 1e-4
+
+
+def test_reported_figures_are_the_bundles_own():
+    """models/.../eval.json is what `vistas eval` printed; its headline figures meet the targets."""
+    figures = json.loads((MODEL / "eval.json").read_text())
+    assert figures["shapes_seen/accuracy"] >= 0.9 and figures["digits/accuracy"] >= 0.9, figures
+
+
+def test_digits_zero_shot_on_a_sample():
+    served = load_model(str(MODEL / "bundle"))
+    ds = get_dataset("digits", split="test", image_size=served.spec.preprocess.image.height)
+    names = ds.class_names()
+    right = sum(served.classify(ds[i].image, names)[0][0] == names[ds[i].label] for i in range(0, len(ds), 9))
+    assert right >= 0.8 * len(range(0, len(ds), 9))
