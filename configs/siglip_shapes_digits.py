@@ -23,16 +23,16 @@ def get_config(arg=None) -> Config:
     c = Config()
     c.seed = arg.seed
     c.threads = arg.threads or None  # None: torch's default (all cores)
-    c.steps = arg.steps or (300 if quick else 800)
-    c.batch_size = arg.batch_size or (128 if quick else 256)
-    # SigLIP trains with a larger lr than CLIP-style models; sigmoid loss is stable at small batch.
-    c.lr = 2e-3 if quick else 1e-3
+    c.steps = arg.steps or (300 if quick else 1500)
+    c.batch_size = arg.batch_size or 128
+    # Peak lr of the big_vision SigLIP recipes; warmup then cosine decay to 0.
+    c.lr = 1e-3
     c.weight_decay = 1e-4
-    c.warmup_steps = 30 if quick else 80
+    c.warmup_steps = 30 if quick else 100
     c.grad_clip = 1.0
     c.log_every = 10 if quick else 25
-    c.eval_every = arg.eval_every or (c.steps if quick else 200)
-    c.checkpoint_every = arg.checkpoint_every or (100 if quick else 200)
+    c.eval_every = arg.eval_every or (c.steps if quick else 500)
+    c.checkpoint_every = arg.checkpoint_every or (100 if quick else 250)
     c.keep_checkpoints = 2
 
     c.image = dict(height=IMAGE_SIZE, width=IMAGE_SIZE, patch_size=8, resample="bilinear")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from training.config import Config
 from training.data import get_dataset
+from training.data.shapes import caption_describes, parse_caption
 from vistas.images import ImageSpec
 
 
@@ -21,7 +22,7 @@ from vistas.images import ImageSpec
 class Batch:
     images: list[Image.Image]
     captions: list[str]
-    pair_labels: np.ndarray  # (B, B) float32: +1 where caption j describes image i, else -1
+    pair_labels: np.ndarray  # (B, B) float32: +1 where caption j is true of image i, else -1
 
 
 @dataclass
@@ -50,16 +51,12 @@ class BatchMaker:
 
     def batch(self, step: int) -> Batch:
         rng = np.random.default_rng([self.config.seed, 1, step])
-        examples, keys = [], []
-        for s, i in self._pick(rng, self.config.batch_size):
-            ex = self.sources[s][i]
-            examples.append(ex)
-            keys.append(_positive_key(self.config.data[s]["name"], ex))
-        k = np.asarray(keys, dtype=object)
-        pair_labels = np.where(k[:, None] == k[None, :], 1.0, -1.0).astype(np.float32)  # (B, B)
-        return Batch([e.image for e in examples], [e.caption for e in examples], pair_labels)
+        picked = self._pick(rng, self.config.batch_size)
+        names = [self.config.data[s]["name"] for s, _ in picked]
+        examples = [self.sources[s][i] for s, i in picked]
+        return Batch([e.image for e in examples], [e.caption for e in examples], pair_labels(names, examples))
 
-    def tokenizer_corpus(self, n: int = 20_000) -> Iterator[str]:
+    def tokenizer_corpus(self, n: int = 5_000) -> Iterator[str]:
         """Training captions only: the tokenizer never sees eval prompts or held-out pairs."""
         rng = np.random.default_rng([self.config.seed, 2])
         for s, i in self._pick(rng, n):
@@ -73,15 +70,29 @@ class BatchMaker:
         return suites
 
 
-def _positive_key(source: str, example) -> str:
-    """Which pairs in a batch are positives, beyond the diagonal.
+def pair_labels(sources: list[str], examples: list) -> np.ndarray:
+    """(B, B) +1/-1: is caption j true of image i?
 
-    SigLIP's Algorithm 1 takes only the diagonal as positive; with procedural captions a
-    batch holds many identical captions, and calling those negatives teaches the model
-    that "a red circle" does not describe a red circle. So a caption is a positive for
-    every image it was written for verbatim, and for digits (every template names only
-    the digit) for every image of the same digit.
+    SigLIP's Algorithm 1 takes only the diagonal as positive. Procedural captions repeat and
+    overlap ("a red circle" describes many images of a batch), and calling those negatives
+    teaches the model that "a red circle" does not describe a red circle. So a pair is
+    positive when the caption is true of the image: for shapes by `caption_describes` on the
+    generating attributes, for digits (every template names only the digit) by label, and
+    otherwise only for a verbatim-equal caption.
     """
-    if source == "digits" and example.label is not None:
-        return f"digit:{example.label}"
-    return "caption:" + example.caption
+    n = len(examples)
+    labels = -np.ones((n, n), np.float32)
+    parsed = [parse_caption(e.caption) if src == "shapes" else None for src, e in zip(sources, examples)]
+    for i, (src_i, ex_i) in enumerate(zip(sources, examples)):
+        for j, (src_j, ex_j) in enumerate(zip(sources, examples)):
+            if i == j:
+                labels[i, j] = 1
+            elif src_i != src_j:
+                continue
+            elif src_i == "shapes":
+                labels[i, j] = 1 if caption_describes(parsed[j], ex_i.attrs) else -1
+            elif src_i == "digits":
+                labels[i, j] = 1 if ex_i.label == ex_j.label else -1
+            elif ex_i.caption == ex_j.caption:
+                labels[i, j] = 1
+    return labels

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -141,11 +142,19 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
                desc="train", unit="step", dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
-    for step in bar:
+
+    def prepare(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Data for one step, made in a worker thread while the previous step computes
+        (torch releases the GIL in its kernels, so generation and decoding overlap it)."""
         batch = batches.batch(step)
-        pixels = torch.from_numpy(preprocess_batch(batch.images, image_spec))  # (B, 3, H, W)
-        ids = torch.from_numpy(tokenizer.encode(batch.captions))  # (B, L)
-        labels = torch.from_numpy(batch.pair_labels)  # (B, B) +1 / -1
+        return preprocess_batch(batch.images, image_spec), tokenizer.encode(batch.captions), batch.pair_labels
+
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+    upcoming = prefetch.submit(prepare, start)
+    for step in bar:
+        pixels, ids, labels = (torch.from_numpy(a) for a in upcoming.result())  # (B,3,H,W), (B,L), (B,B)
+        if step + 1 < config.steps:
+            upcoming = prefetch.submit(prepare, step + 1)
         zimg, ztxt, out = model(pixels, ids)
         loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
         opt.zero_grad(set_to_none=True)
@@ -153,11 +162,11 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         schedule.step()
-        seen += len(batch.images)
+        seen += len(pixels)
 
         done_step = step + 1
         if done_step % config.log_every == 0 or done_step == config.steps:
-            rec = {"step": done_step, "loss": float(loss), "grad_norm": float(grad_norm),
+            rec = {"step": done_step, "loss": loss.item(), "grad_norm": grad_norm.item(),
                    "lr": schedule.get_last_lr()[0], "t": float(out["t"].detach().exp()), "b": float(out["b"].detach()),
                    "img_per_s": seen / (time.perf_counter() - t0)}
             log(rec)
@@ -170,6 +179,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         if done_step % config.checkpoint_every == 0 and done_step < config.steps:
             checkpoint(done_step)
     bar.close()
+    prefetch.shutdown()
     final = checkpoint(config.steps, final=True)
     plot_metrics(metrics_file, workdir / "curves.png")
     return final

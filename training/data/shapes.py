@@ -18,6 +18,8 @@ image or caption. `test_unseen` asks the model to recognise them zero-shot, amon
 
 from __future__ import annotations
 
+import re
+
 import math
 
 import numpy as np
@@ -151,6 +153,41 @@ def _caption(objects: list[dict], background: str, rng: np.random.Generator) -> 
     listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     templates = _SINGLE_TEMPLATES if len(objects) == 1 else _MULTI_TEMPLATES
     return templates[rng.integers(len(templates))].format(o=listing, bg=background)
+
+
+_OBJECT_RE = re.compile(
+    rf"\b(?:(small|large) )?({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b"
+)
+_BACKGROUND_RE = re.compile(rf"on an? ({'|'.join(BACKGROUNDS)}) background")
+
+
+def parse_caption(caption: str) -> tuple[list[tuple[str | None, str, str]], str | None]:
+    """A caption of this data set -> ([(size or None, color, shape), ...], background or None)."""
+    bg = _BACKGROUND_RE.search(caption)
+    return [m.groups() for m in _OBJECT_RE.finditer(caption)], bg.group(1) if bg else None
+
+
+def caption_describes(parsed: tuple[list, str | None], attrs: dict) -> bool:
+    """Is a (parsed) caption true of the image with these attrs?
+
+    True when it names exactly the image's objects (color and shape, and size where it says
+    one) and its background where it names one. Contrastive training uses this so that
+    "a red circle" counts as a positive for every red circle in the batch, not only the one
+    it was written for: with 36 color x shape pairs, a batch holds several of each.
+    """
+    objects, background = parsed
+    if background is not None and background != attrs["background"]:
+        return False
+    remaining = [(o["size"], o["color"], o["shape"]) for o in attrs["objects"]]
+    if len(objects) != len(remaining):
+        return False
+    for size, color, shape in objects:
+        match = next((k for k, (sz, c, sh) in enumerate(remaining)
+                      if c == color and sh == shape and size in (None, sz)), None)
+        if match is None:
+            return False
+        remaining.pop(match)
+    return True
 
 
 def render(objects: list[dict], background: str, noise: bool, image_size: int, rng: np.random.Generator) -> Image.Image:
