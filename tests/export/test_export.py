@@ -23,8 +23,8 @@ def test_bundle_contents_and_spec(quick_run, quick_bundle):
     model, config, pre = load_checkpoint(quick_run / "final")
     assert spec.family == "siglip" and spec.name == "quick"
     assert spec.embed_dim == config["embed_dim"]
-    assert spec.logit_scale == pytest.approx(float(model.t.exp()), rel=1e-6)
-    assert spec.logit_bias == pytest.approx(float(model.b), rel=1e-6)
+    assert spec.logit_scale == pytest.approx(model.t.exp().item(), rel=1e-6)
+    assert spec.logit_bias == pytest.approx(model.b.item(), rel=1e-6)
     assert spec.preprocess == pre
     assert spec.space_id == space_id([quick_run / "final" / "model.safetensors"], pre)
     assert max(spec.parity.values()) <= 1e-4, spec.parity
