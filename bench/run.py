@@ -52,7 +52,7 @@ def bench_runtime_vs_torch(model_dir: Path, threads: int, batch: int = 64, repea
         with torch.inference_mode():
             model.encode_image(x)
 
-    t_ort = _median_seconds(lambda: runtime.embed_pixels(pixels), repeats)
+    t_ort = _median_seconds(lambda: runtime.run("image", {"pixel_values": pixels}), repeats)
     t_torch = _median_seconds(torch_eager, repeats)
     return {"name": "image embedding throughput (img/s)", "batch": batch, "threads": threads,
             "vistas_onnxruntime": batch / t_ort, "torch_eager": batch / t_torch, "ratio": t_torch / t_ort}
@@ -76,7 +76,7 @@ def bench_http_overhead(model_dir: Path, threads: int, requests: int = 50) -> di
     from vistas.images import preprocess_batch
 
     pixels = preprocess_batch([img], model.spec.preprocess.image)
-    t_bare = _median_seconds(lambda: model.runtime.embed_pixels(pixels), requests)
+    t_bare = _median_seconds(lambda: model.runtime.run("image", {"pixel_values": pixels}), requests)
     with running_server(create_app(Settings(bundles=[bundle], threads=threads))) as live, httpx.Client(base_url=live.url) as c:
         t_http = _median_seconds(lambda: c.post("/v1/embed", json=body).raise_for_status(), requests, warmup=5)
     return {"name": "/v1/embed p50 at batch 1 (ms)", "threads": threads, "http_p50_ms": t_http * 1e3,

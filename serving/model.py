@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from PIL import Image
 
-from vistas.bundle import BundleSpec
+from vistas.bundle import IMAGE_INPUT, TEXT_INPUT, BundleSpec
 from vistas.images import preprocess_batch
 from vistas.tokenizer import Tokenizer
 
@@ -64,7 +64,7 @@ class ServedModel:
 
     def __init__(self, name: str, runtime, *, cache_size: int = 4096):
         self.name = name
-        self.runtime = runtime  # OnnxRuntime or anything with .spec, embed_pixels, embed_ids
+        self.runtime = runtime  # any runtime of `serving.runtime`'s surface: spec, bundle_dir, inputs, run
         self.spec: BundleSpec = runtime.spec
         self.tokenizer = Tokenizer(self.spec.preprocess.text, runtime.bundle_dir)
         self.label_cache = LRUCache(cache_size)
@@ -77,18 +77,25 @@ class ServedModel:
     def space_id(self) -> str:
         return self.spec.space_id
 
+    def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
+        """RGB PIL images -> the image tower's named input tensors, batch first."""
+        return {IMAGE_INPUT: preprocess_batch(list(images), self.spec.preprocess.image)}  # (B, 3, H, W)
+
+    def text_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Strings -> the text tower's named input tensors, batch first."""
+        return {TEXT_INPUT: self.tokenizer.encode(list(texts))}  # (B, L) int64
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB PIL images -> float32 (B, D), unit norm, in input order."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        pixels = preprocess_batch(list(images), self.spec.preprocess.image)  # (B, 3, H, W)
-        return self.runtime.embed_pixels(pixels)
+        return self.runtime.run("image", self.image_inputs(images))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Strings -> float32 (B, D), unit norm, in input order."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return self.runtime.embed_ids(self.tokenizer.encode(list(texts)))  # ids (B, L)
+        return self.runtime.run("text", self.text_inputs(texts))
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """Prompt-ensembled label embeddings, float32 (N, D), unit norm; cached per (label, templates)."""

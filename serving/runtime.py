@@ -1,22 +1,56 @@
-"""onnxruntime over a bundle: numpy in, L2-normalised embeddings out.
+"""onnxruntime over a bundle: named numpy tensors in, L2-normalised embeddings out.
 
-The runtime knows tensors only; preprocessing (images, tokenizer) lives in
-`serving.model`. Sessions are opened once and `InferenceSession.run` is
-thread-safe, so one runtime serves all request threads.
+A *runtime* knows tensors only. Every runtime (this one; the Triton client runtime;
+a batching wrapper) has the same small surface, so the layers above never care which
+one runs the towers:
+
+    runtime.spec                      the BundleSpec
+    runtime.bundle_dir                where tokenizer and bundle.json live
+    runtime.inputs(tower)             [TensorSpec(name, dtype, shape)], shape None = any size
+    runtime.run(tower, {name: array}) -> float32 (B, D); every array has the batch first
+
+Turning PIL images and strings into those tensors is `serving.model`'s job. Sessions
+are opened once and `InferenceSession.run` is thread-safe, so one runtime serves all
+request threads.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
 from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, BundleSpec, load_bundle_spec
 
+Tower = Literal["image", "text"]
+TOWERS: tuple[Tower, ...] = ("image", "text")
+ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}  # tower -> bundle.json `files` key
+
 
 class BundleMismatchError(ValueError):
     """An ONNX graph does not have the inputs/outputs its bundle.json promises."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+    shape: tuple[int | None, ...]  # None: any size (the batch, or a dynamic axis)
+
+
+def expected_inputs(spec: BundleSpec, tower: Tower) -> list[TensorSpec]:
+    """The tensors a bundle's tower takes, derived from its preprocessing spec."""
+    if tower == "image":
+        img = spec.preprocess.image
+        return [TensorSpec(IMAGE_INPUT, "float32", (None, 3, img.height, img.width))]
+    return [TensorSpec(TEXT_INPUT, "int64", (None, spec.preprocess.text.length))]
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+              "tensor(bool)": "bool", "tensor(float16)": "float16"}
 
 
 class OnnxRuntime:
@@ -45,67 +79,63 @@ class OnnxRuntime:
         if threads:
             options.intra_op_num_threads = threads
         providers = providers or ["CPUExecutionProvider"]
-
-        img, txt = self.spec.preprocess.image, self.spec.preprocess.text
-        self._image = self._open("image_encoder", options, providers)
-        self._check(self._image, "image_encoder", IMAGE_INPUT, "tensor(float)", [None, 3, img.height, img.width])
-        self._text = self._open("text_encoder", options, providers)
-        self._check(self._text, "text_encoder", TEXT_INPUT, "tensor(int64)", [None, txt.length])
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._inputs: dict[str, list[TensorSpec]] = {}
+        for tower in TOWERS:
+            self._sessions[tower] = self._open(tower, options, providers)
+            self._inputs[tower] = self._check(tower, expected_inputs(self.spec, tower))
 
     @property
     def dim(self) -> int:
         return self.spec.embed_dim
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 (B, 3, H, W) normalised pixels -> float32 (B, D)."""
-        img = self.spec.preprocess.image
-        assert pixels.ndim == 4 and pixels.shape[1:] == (3, img.height, img.width), (
-            f"pixel_values must be (B, 3, {img.height}, {img.width}), got {pixels.shape}"
-        )
-        return self._run(self._image, IMAGE_INPUT, np.ascontiguousarray(pixels, dtype=np.float32))
+    def inputs(self, tower: Tower) -> list[TensorSpec]:
+        return list(self._inputs[tower])
 
-    def embed_ids(self, ids: np.ndarray) -> np.ndarray:
-        """int64 (B, L) token ids -> float32 (B, D)."""
-        length = self.spec.preprocess.text.length
-        assert ids.ndim == 2 and ids.shape[1] == length, f"input_ids must be (B, {length}), got {ids.shape}"
-        return self._run(self._text, TEXT_INPUT, np.ascontiguousarray(ids, dtype=np.int64))
-
-    def _run(self, session: ort.InferenceSession, name: str, x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), self.dim), np.float32)  # (B, D)
-        for start in range(0, len(x), self.max_batch):
-            chunk = x[start : start + self.max_batch]
-            (emb,) = session.run([EMBED_OUTPUT], {name: chunk})
-            out[start : start + len(chunk)] = emb
+    def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """{name: (B, ...) array} -> float32 (B, D), in chunks of `max_batch` rows."""
+        feeds = check_feeds(self._inputs[tower], inputs, f"{tower} tower")
+        n = len(next(iter(feeds.values())))
+        out = np.empty((n, self.dim), np.float32)  # (B, D)
+        session = self._sessions[tower]
+        for start in range(0, n, self.max_batch):
+            chunk = {k: v[start : start + self.max_batch] for k, v in feeds.items()}
+            (emb,) = session.run([EMBED_OUTPUT], chunk)
+            out[start : start + len(emb)] = emb
         return out
 
-    def _open(self, role: str, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    def _open(self, tower: Tower, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+        role = ROLES[tower]
         if role not in self.spec.files:
             raise BundleMismatchError(f"bundle {self.bundle_dir} has no {role} in bundle.json `files`")
         return ort.InferenceSession(str(self.bundle_dir / self.spec.files[role]), options, providers=providers)
 
-    def _check(self, session: ort.InferenceSession, role: str, name: str, dtype: str, shape: list) -> None:
+    def _check(self, tower: Tower, expected: list[TensorSpec]) -> list[TensorSpec]:
         """Fail at load time, naming the file and what was expected, instead of at the first request.
 
-        `shape` holds the expected sizes, None where any size (batch) is fine; a symbolic
-        dimension in the graph matches any expected size.
+        A symbolic dimension in the graph matches any expected size; None in `expected`
+        accepts any graph size. Returns the expected specs (what callers must feed).
         """
-        where = f"{self.bundle_dir / self.spec.files[role]}"
-        inputs = session.get_inputs()
-        if [i.name for i in inputs] != [name]:
+        session = self._sessions[tower]
+        where = f"{self.bundle_dir / self.spec.files[ROLES[tower]]}"
+        graph_inputs = {i.name: i for i in session.get_inputs()}
+        if sorted(graph_inputs) != sorted(t.name for t in expected):
             raise BundleMismatchError(
-                f"{where}: expected exactly one input {name!r}, found {[i.name for i in inputs]}; re-export the bundle"
+                f"{where}: expected inputs {[t.name for t in expected]}, found {sorted(graph_inputs)}; "
+                "re-export the bundle"
             )
-        inp = inputs[0]
-        fixed = [d if isinstance(d, int) else None for d in inp.shape]
-        shape_ok = len(fixed) == len(shape) and all(
-            g is None or e is None or g == e for g, e in zip(fixed, shape)
-        )
-        if inp.type != dtype or not shape_ok:
-            want = ["B" if e is None else e for e in shape]
-            raise BundleMismatchError(
-                f"{where}: input {name!r} is {inp.type} {inp.shape}, but bundle.json implies {dtype} {want}; "
-                "the graph and bundle.json do not belong together, re-export the bundle"
+        for want in expected:
+            got = graph_inputs[want.name]
+            fixed = [d if isinstance(d, int) else None for d in got.shape]
+            shape_ok = len(fixed) == len(want.shape) and all(
+                g is None or e is None or g == e for g, e in zip(fixed, want.shape)
             )
+            if _ORT_TYPES.get(got.type) != want.dtype or not shape_ok:
+                shape = ["B" if i == 0 and e is None else e for i, e in enumerate(want.shape)]
+                raise BundleMismatchError(
+                    f"{where}: input {want.name!r} is {got.type} {got.shape}, but bundle.json implies "
+                    f"{want.dtype} {shape}; the graph and bundle.json do not belong together, re-export the bundle"
+                )
         outputs = {o.name: o for o in session.get_outputs()}
         out = outputs.get(EMBED_OUTPUT)
         if out is None:
@@ -115,3 +145,22 @@ class OnnxRuntime:
             raise BundleMismatchError(
                 f"{where}: output {EMBED_OUTPUT!r} has shape {out.shape}, expected (B, {self.dim}) = embed_dim"
             )
+        return expected
+
+
+def check_feeds(specs: list[TensorSpec], inputs: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """Named inputs checked against `specs` (names, ranks, fixed sizes, one batch size) and
+    cast to the spec dtypes as contiguous arrays. ValueError names what is wrong."""
+    if sorted(inputs) != sorted(s.name for s in specs):
+        raise ValueError(f"the {what} takes inputs {[s.name for s in specs]}, got {sorted(inputs)}")
+    feeds, batch = {}, None
+    for s in specs:
+        x = np.ascontiguousarray(inputs[s.name], dtype=s.dtype)
+        if x.ndim != len(s.shape) or any(e is not None and g != e for g, e in zip(x.shape, s.shape)):
+            want = tuple("B" if e is None else e for e in s.shape)
+            raise ValueError(f"{what} input {s.name!r} must have shape {want}, got {x.shape}")
+        if batch is not None and len(x) != batch:
+            raise ValueError(f"{what} inputs disagree on the batch size: {s.name!r} has {len(x)} rows, not {batch}")
+        batch = len(x)
+        feeds[s.name] = x
+    return feeds

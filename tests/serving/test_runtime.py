@@ -37,12 +37,21 @@ def test_package_import_is_light():
 def test_runtime_chunks_and_normalises(bundles):
     rt = OnnxRuntime(bundles[0], threads=1, max_batch=3)
     pixels = np.random.default_rng(0).uniform(-1, 1, (7, 3, SIZE, SIZE)).astype(np.float32)
-    out = rt.embed_pixels(pixels)
+    out = rt.run("image", {"pixel_values": pixels})
     assert out.shape == (7, DIM) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    whole = OnnxRuntime(bundles[0], threads=1, max_batch=64).embed_pixels(pixels)
+    whole = OnnxRuntime(bundles[0], threads=1, max_batch=64).run("image", {"pixel_values": pixels})
     np.testing.assert_allclose(out, whole, atol=1e-6)  # chunking changes nothing
-    assert rt.embed_ids(np.zeros((2, TEXT_LENGTH), np.int64) + 5).shape == (2, DIM)
+    assert rt.run("text", {"input_ids": np.zeros((2, TEXT_LENGTH), np.int64) + 5}).shape == (2, DIM)
+    assert [(t.name, t.dtype, t.shape) for t in rt.inputs("image")] == [("pixel_values", "float32", (None, 3, SIZE, SIZE))]
+
+
+def test_runtime_names_bad_feeds(bundles):
+    rt = OnnxRuntime(bundles[0], threads=1)
+    with pytest.raises(ValueError, match="takes inputs \\['pixel_values'\\]"):
+        rt.run("image", {"pixels": np.zeros((1, 3, SIZE, SIZE), np.float32)})
+    with pytest.raises(ValueError, match="must have shape"):
+        rt.run("image", {"pixel_values": np.zeros((1, 3, SIZE + 1, SIZE), np.float32)})
 
 
 def test_runtime_rejects_mismatched_graph(tmp_path):
