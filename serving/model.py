@@ -73,6 +73,11 @@ class ServedModel:
     def dim(self) -> int:
         return self.spec.embed_dim
 
+    def close(self) -> None:
+        """Release the runtime; a batching runtime first finishes every queued request."""
+        if (close := getattr(self.runtime, "close", None)) is not None:
+            close()
+
     @property
     def space_id(self) -> str:
         return self.spec.space_id
@@ -144,23 +149,34 @@ class ServedModel:
 def load_models(
     bundles: Sequence[str],
     *,
+    options=None,
     threads: int | None = None,
     providers: list[str] | None = None,
     max_batch: int = 32,
     cache_size: int = 4096,
+    batching=None,
+    observer=None,
 ) -> dict[str, ServedModel]:
-    """Bundle directories -> models by bundle name, in order (the first is the default)."""
+    """Bundle directories -> models by bundle name, in order (the first is the default).
+
+    options:   `serving.runtime.OrtOptions` (threads / providers override its fields).
+    batching:  a `serving.batching.BatchConfig`: each model gets its own batching queues.
+    observer:  `observer(model_name)` -> a BatchStats callback (metrics), with batching.
+    """
+    from serving.batching import BatchingRuntime
     from serving.runtime import OnnxRuntime
 
     models: dict[str, ServedModel] = {}
     for bundle in bundles:
-        runtime = OnnxRuntime(bundle, threads=threads, providers=providers, max_batch=max_batch)
+        runtime = OnnxRuntime(bundle, options=options, threads=threads, providers=providers, max_batch=max_batch)
         name = runtime.spec.name
         if name in models:
             raise ValueError(
                 f"two bundles are named {name!r} ({models[name].runtime.bundle_dir} and {bundle}); "
                 "model names must be unique, re-export one under another name"
             )
+        if batching is not None:
+            runtime = BatchingRuntime(runtime, batching, name=name, observer=observer(name) if observer else None)
         models[name] = ServedModel(name, runtime, cache_size=cache_size)
     return models
 

@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
-    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port)
+    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, settings_file=args.settings)
     return 0
 
 
@@ -105,8 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve one or more bundles over HTTP")
     s.add_argument("bundle", nargs="+")
     s.add_argument("--index", help="directory of collections (from `vistas index build`)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", help="default 127.0.0.1 (or the settings' host)")
+    s.add_argument("--port", type=int, help="default 8000 (or the settings' port)")
+    s.add_argument(
+        "--settings",
+        help="TOML or JSON file of server settings (limits, batching, API keys, ...; see README); "
+        "VISTAS_* environment variables override it",
+    )
     s.set_defaults(func=_serve)
 
     i = sub.add_parser("index", help="batch indexing jobs")
