@@ -105,10 +105,13 @@ class LiveServer:
 
 
 @contextmanager
-def running_server(app, *, host: str = "127.0.0.1", timeout: float = 60) -> Iterator[LiveServer]:
+def running_server(
+    app, *, host: str = "127.0.0.1", timeout: float = 60, wait_ready: bool = True
+) -> Iterator[LiveServer]:
     """A real uvicorn server for `app` on a free port, in a background thread (tests, benchmarks).
 
-    Returns once /ready answers 200 (models loaded); on exit the app drains like on SIGTERM.
+    Returns once /ready stops answering 503 (models loaded), or once listening without
+    `wait_ready`; on exit the app drains like on SIGTERM.
     """
     import httpx
 
@@ -120,7 +123,7 @@ def running_server(app, *, host: str = "127.0.0.1", timeout: float = 60) -> Iter
     thread.start()
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
-    while not (srv.started and _ready(httpx, url)):
+    while not (srv.started and (not wait_ready or _ready(httpx, url))):
         if not thread.is_alive() or time.monotonic() > deadline:
             srv.should_exit = True
             raise RuntimeError(f"the server did not start and become ready within {timeout:.0f} s")
