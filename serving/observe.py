@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.context import enter_request, leave_request, note_error, request_id_from
@@ -137,6 +138,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _route(scope: Scope) -> str:
-    """The matched route's template; unmatched paths share one label."""
+    """The route template of the request; paths no route matches share one label.
+
+    A request answered before routing (401, 429, 413 from a middleware) has no route in
+    its scope yet, so it is matched here against the app's routes.
+    """
     route = scope.get("route")
+    if route is None and (app := scope.get("app")) is not None:
+        route = next((r for r in _leaf_routes(app.routes) if r.matches(scope)[0] != Match.NONE), None)
     return getattr(route, "path", None) or "unmatched"
+
+
+def _leaf_routes(routes):
+    """Routes with a path, looking inside included routers (FastAPI wraps each in one)."""
+    for r in routes:
+        if (included := getattr(r, "original_router", None)) is not None:
+            yield from _leaf_routes(included.routes)
+        elif hasattr(r, "path"):
+            yield r

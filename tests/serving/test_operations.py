@@ -260,3 +260,9 @@ def test_metrics_by_route_status_and_code(server, client):
     assert value(m, "vistas_http_request_duration_seconds_count", method="POST", route="/v1/embed") >= 2
     assert value(m, "vistas_model_seconds_count", model="tiny-a", tower="text") >= 1
     assert value(m, "vistas_http_requests_in_progress") == 1  # this scrape
+
+
+def test_requests_refused_before_routing_keep_their_route_label(keyed):
+    httpx.post(f"{keyed.url}/v1/embed", json={"texts": ["red"]})  # 401 from the auth middleware
+    m = scrape(keyed.url)
+    assert value(m, "vistas_http_errors_total", route="/v1/embed", status=401, code="missing_api_key") >= 1
