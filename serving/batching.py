@@ -1,6 +1,6 @@
 """Dynamic batching across requests, as a runtime that wraps a runtime.
 
-    runtime = BatchingRuntime(OnnxRuntime(bundle), BatchConfig(max_batch_size=32, max_delay_ms=2))
+    runtime = BatchingRuntime(OnnxRuntime(bundle), BatchConfig(max_batch_size=32, max_delay_ms=0))
     runtime.run("image", {"pixel_values": x})   # blocks this request thread until its rows are done
 
 It has the surface of every runtime (`spec`, `bundle_dir`, `inputs`, `run`), so
@@ -43,7 +43,7 @@ log = logging.getLogger("serving.batching")
 @dataclass(frozen=True)
 class BatchConfig:
     max_batch_size: int = 32  # rows per model call; a larger single request runs alone
-    max_delay_ms: float = 2.0  # how long the oldest request may wait for others to join it
+    max_delay_ms: float = 0.0  # how long the oldest request may wait for others to join it
     queue_size: int = 64  # requests waiting per tower; beyond it: QueueFull (HTTP 429)
     timeout_s: float = 30.0  # longest wait in the queue; beyond it: QueueTimeout (HTTP 503)
 

@@ -115,7 +115,10 @@ def running_server(
     """
     import httpx
 
-    sock = socket.socket()
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose `proto` says
+    # TCP, and a bare socket.socket() says 0; without it, Nagle's algorithm and delayed ACKs
+    # add ~40 ms to every keep-alive request.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))  # the OS picks a free port; uvicorn serves on this very socket
     port = sock.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30))
