@@ -46,6 +46,15 @@ def concurrently(n: int, fn) -> list:
         return list(pool.map(call, range(n)))
 
 
+def wait_until_running(url: str) -> None:
+    """Until one request is in progress besides the scrape, then 0.1 s: its tiny images are decoded."""
+    for _ in range(500):
+        if value(scrape(url), "vistas_http_requests_in_progress") >= 2:
+            break
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)
+
+
 # ---- batching -------------------------------------------------------------------------------
 
 
@@ -98,6 +107,26 @@ def test_over_full_queue_answers_429_with_retry_after(heavy_bundle):
     assert after.status_code == 200  # and the server goes on serving
 
 
+def test_queue_timeout_answers_503(heavy_bundle):
+    with serve([heavy_bundle], batch_max_size=64, batch_timeout_s=0.05) as live:
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(httpx.post, f"{live.url}/v1/embed", json={"images": [RED] * 64}, timeout=60)
+            wait_until_running(live.url)
+            late = httpx.post(f"{live.url}/v1/embed", json={"images": [RED]}, timeout=60)
+            assert long.result().status_code == 200
+    assert late.status_code == 503 and late.json()["error"]["code"] == "queue_timeout"
+    assert "batch_timeout_s" in late.json()["error"]["message"] and late.headers["retry-after"] == "1"
+
+
+def test_rate_limit_per_address_without_keys(bundles):
+    with serve(bundles[:1], rate_limit_per_s=0.2, rate_limit_burst=1) as live:
+        first = httpx.post(f"{live.url}/v1/embed", json={"texts": ["red"]})
+        second = httpx.post(f"{live.url}/v1/embed", json={"texts": ["red"]})
+        assert httpx.get(f"{live.url}/ready").status_code == 200
+    assert first.status_code == 200 and second.status_code == 429
+    assert second.json()["error"]["code"] == "rate_limited" and int(second.headers["retry-after"]) in (4, 5)
+
+
 def test_concurrency_cap_answers_429_server_busy(heavy_bundle):
     with serve([heavy_bundle], max_concurrent_requests=1) as live:
         answers = concurrently(4, lambda i: httpx.post(f"{live.url}/v1/embed", json={"images": [RED] * 32}, timeout=60))
@@ -112,11 +141,7 @@ def test_departed_client_takes_no_batch_slot(heavy_bundle):
     with serve([heavy_bundle], batch_max_size=64) as live:
         with ThreadPoolExecutor(2) as pool:
             long = pool.submit(httpx.post, f"{live.url}/v1/embed", json={"images": [RED] * 64}, timeout=60)
-            for _ in range(500):  # until the long request is in (the scrape itself is the other one)
-                if value(scrape(live.url), "vistas_http_requests_in_progress") >= 2:
-                    break
-                threading.Event().wait(0.01)
-            threading.Event().wait(0.1)  # its 64 tiny images are decoded: it is running
+            wait_until_running(live.url)
             with pytest.raises(httpx.TimeoutException):  # gives up while queued behind the long one
                 httpx.post(f"{live.url}/v1/embed", json={"images": [RED] * 3}, timeout=0.15)
             assert long.result().status_code == 200
