@@ -125,7 +125,6 @@ class _TowerQueue:
         self._cv = threading.Condition()
         self._closing = False
         self._batch_s = 0.0  # moving average of a model call, for Retry-After
-        self._dropped = 0
         self._thread = threading.Thread(target=self._work, name=f"batcher:{label}:{tower}", daemon=True)
         self._thread.start()
 
@@ -211,9 +210,10 @@ class _TowerQueue:
         started = time.monotonic()
         try:
             if len(batch) == 1:
-                out = self.runtime.run(self.tower, batch[0].feeds)
-            else:
-                out = self.runtime.run(self.tower, {k: np.concatenate([j.feeds[k] for j in batch]) for k in batch[0].feeds})
+                feeds = batch[0].feeds
+            else:  # (sum of rows, ...) per input name, in queue order
+                feeds = {k: np.concatenate([j.feeds[k] for j in batch]) for k in batch[0].feeds}
+            out = self.runtime.run(self.tower, feeds)
         except Exception as e:  # noqa: BLE001 - isolate the failing request, then hand the error to its caller
             if len(batch) > 1:
                 log.warning("a batch of %d %s requests failed (%r); running them one by one", len(batch), self.tower, e)
@@ -229,7 +229,8 @@ class _TowerQueue:
             self._finish(job, result=out[start : start + job.rows])
             start += job.rows
         if self.observer is not None:
-            self.observer(BatchStats(self.tower, start, len(batch), run_s, [started - j.arrived for j in batch], dropped))
+            waits = [started - j.arrived for j in batch]
+            self.observer(BatchStats(self.tower, start, len(batch), run_s, waits, dropped))
 
     def _finish(self, job: _Job, *, result: np.ndarray | None = None, error: BaseException | None = None) -> None:
         job.result, job.error, job.state = result, error, "done"

@@ -74,9 +74,9 @@ def test_concurrent_requests_are_batched_per_model(bundles):
         models = httpx.get(f"{live.url}/v1/models").json()["models"]
         # Sequential requests answer the same vectors as the batched ones.
         for model, color, vec in results[:4]:
-            alone = httpx.post(
-                f"{live.url}/v1/embed", json={"model": model, "images": [base64.b64encode(png(COLOR_RGB[color])).decode()]}
-            ).json()["image_embeddings"][0]
+            image = base64.b64encode(png(COLOR_RGB[color])).decode()
+            alone = httpx.post(f"{live.url}/v1/embed", json={"model": model, "images": [image]})
+            alone = alone.json()["image_embeddings"][0]
             np.testing.assert_allclose(vec, alone, atol=1e-6)
     assert [x["name"] for x in models] == ["tiny-a", "tiny-b"]
     for model in ("tiny-a", "tiny-b"):  # each model has its own queue: 6 requests each
