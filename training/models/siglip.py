@@ -9,6 +9,7 @@ sigmoid(exp(t) * <zimg_i, ztxt_j> + b) with learnable scalars t and b.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,25 @@ class SigLIP(nn.Module):
     ) -> torch.Tensor:
         """patches (B, N, p*p*3), coords (B, N, 2), mask (B, N) -> (B, embed_dim). See ViT.forward_patches."""
         return _finish(self.image.forward_patches(patches, coords, mask, grid_hw)[0], normalize)
+
+    def encode_naflex(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """SigLIP 2 NaFlex inputs -> (B, embed_dim). See ViT.forward_naflex."""
+        return _finish(self.image.forward_naflex(pixel_values, pixel_attention_mask, spatial_shapes)[0], normalize)
+
+    def encode_image_inputs(self, inputs: Mapping[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """The image tower's named inputs (`vistas.images.image_inputs`: fixed-size pixels or
+        NaFlex patches) -> (B, embed_dim)."""
+        if set(inputs) == {"pixel_values"}:
+            return self.encode_image(inputs["pixel_values"], normalize)
+        return self.encode_naflex(
+            inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"], normalize
+        )
 
     def encode_text(self, input_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """input_ids (B, L) int64 -> (B, embed_dim)."""
