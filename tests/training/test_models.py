@@ -88,6 +88,57 @@ def test_posemb_resize():
     torch.testing.assert_close(resize_posemb(const, (3, 9)), torch.full((3, 9, 8), 0.25))
 
 
+@pytest.mark.parametrize("in_hw,out_hw", [((4, 4), (4, 4)), ((4, 5), (9, 2)), ((16, 16), (3, 40)),
+                                          ((16, 16), (40, 1)), ((4, 4), (2, 1)), ((27, 27), (1, 1)), ((7, 2), (5, 12))])
+def test_posemb_resize_is_antialiased_bilinear(in_hw, out_hw):
+    """resize_posemb (and the weights NaFlex uses) equal PIL's BILINEAR resize of a float image, an
+    independent implementation of the same filter, and torch's F.interpolate(antialias=True) except
+    where its CPU kernel is wrong (one output column with another height: see resize_posemb)."""
+    from PIL import Image
+
+    grid = torch.randn(*in_hw, 3)
+    got = resize_posemb(grid, out_hw)  # (h, w, 3)
+    for c in range(3):
+        pil = Image.fromarray(grid[..., c].numpy(), mode="F").resize(out_hw[::-1], Image.Resampling.BILINEAR)
+        np.testing.assert_allclose(got[..., c].numpy(), np.asarray(pil), atol=2e-6)
+    aa = torch.nn.functional.interpolate(grid.permute(2, 0, 1)[None], size=out_hw, mode="bilinear",
+                                         align_corners=False, antialias=True)[0].permute(1, 2, 0)
+    if out_hw[1] != 1:
+        torch.testing.assert_close(got, aa, atol=2e-6, rtol=1e-5)
+    if out_hw == (40, 1):  # the case resize_posemb's docstring cites (torch 2.13, CPU)
+        assert (got - aa).abs().max() > 0.1
+
+
+def test_per_image_posemb_resize_equals_the_static_one():
+    """The NaFlex path (each image its own grid, sizes as data) gives the static resize per image."""
+    posemb = torch.randn(4, 5, 8)
+    vit = ViT(ViTConfig(**{**TINY_VIT, "width": 8, "heads": 2, "posemb_grid": (4, 5)}))
+    with torch.no_grad():
+        vit.pos_embedding.copy_(posemb)
+    hw = torch.tensor([[2, 9], [7, 3], [4, 5], [1, 1], [12, 1]])
+    n = 63
+    coords = torch.stack([torch.arange(n) // hw[:, 1:2], torch.arange(n) % hw[:, 1:2]], dim=-1)
+    mask = torch.arange(n)[None] < (hw[:, 0:1] * hw[:, 1:2])
+    got = vit.position_embedding(coords, mask, hw)
+    for i, (h, w) in enumerate(hw.tolist()):
+        torch.testing.assert_close(got[i, : h * w], resize_posemb(posemb, (h, w)).reshape(h * w, 8))
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_cropped_like_a_valid_conv():
+    vit = tiny_siglip().image.eval()
+    pixels = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(pixels)[0], vit(pixels[:, :, :32, :40])[0])
+
+
+def test_old_configs_without_activation_load_as_tanh_gelu():
+    d = ViTConfig(**TINY_VIT).to_dict()
+    del d["act"]
+    assert ViTConfig.from_dict(d).act == "gelu_tanh"
+    with pytest.raises(ValueError, match="unknown activation 'mish'"):
+        TextConfig(**{**TINY_TEXT, "act": "mish"})
+
+
 @pytest.mark.parametrize("pool", ["map", "gap"])
 def test_padding_and_patch_order_do_not_change_the_output(pool):
     """A patch set padded with garbage (mask=False) and shuffled pools to the same vector

@@ -174,4 +174,4 @@ def _convert(params: dict[str, np.ndarray], config: SigLIPConfig) -> dict[str, t
     out["b"] = params.pop("b").reshape(())
     if params:
         raise ValueError(f"the .npz has arrays vistas' SigLIP does not use: {sorted(params)}")
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+    return {k: torch.from_numpy(np.array(v, order="C")) for k, v in out.items()}  # copies; keeps 0-d t, b

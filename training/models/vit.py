@@ -134,28 +134,32 @@ def patchify(pixels: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch
 def resize_posemb(posemb: torch.Tensor, new_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize a (gh, gw, D) position-embedding grid to (h, w, D).
 
-    align_corners=False and antialias=True, as transformers' Siglip2 (NaFlex)
-    `resize_positional_embeddings`: the anti-aliasing filter only matters when
-    downsampling (upsampling is identical to plain bilinear to float rounding).
-    ONNX is unaffected: the result depends only on weights and static sizes, so
-    the exporter folds it into a constant. The same size returns `posemb` itself.
+    Antialiased bilinear with half-pixel centres: what transformers' Siglip2 (NaFlex)
+    `resize_positional_embeddings` asks of `F.interpolate(mode="bilinear",
+    align_corners=False, antialias=True)` and what PIL's BILINEAR resize computes; the
+    antialiasing filter only matters when downsampling. Computed with `resize_weights`
+    rather than F.interpolate, whose CPU kernel returns wrong values when the output is
+    one column wide (torch 2.13: a (16, 16) grid resized to (40, 1) differs from PIL by
+    0.44). In an exported graph the sizes are static and the result folds into a constant.
+    The same size returns `posemb` itself.
     """
     h, w = int(new_hw[0]), int(new_hw[1])
-    if tuple(posemb.shape[:2]) == (h, w):
+    gh, gw, _ = posemb.shape
+    if (gh, gw) == (h, w):
         return posemb
-    x = posemb.permute(2, 0, 1)[None]  # (1, D, gh, gw)
-    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)  # (1, D, h, w)
-    return x[0].permute(1, 2, 0)  # (h, w, D)
+    rows = resize_weights(torch.arange(h, device=posemb.device)[None], torch.tensor([[h]], device=posemb.device), gh)
+    cols = resize_weights(torch.arange(w, device=posemb.device)[None], torch.tensor([[w]], device=posemb.device), gw)
+    return torch.einsum("hi,ijd,wj->hwd", rows[0], posemb, cols[0])  # (h, w, D)
 
 
 def resize_weights(index: torch.Tensor, out_size: torch.Tensor, in_size: int) -> torch.Tensor:
     """Weights of `resize_posemb` along one axis, for output position `index` of a length-`out_size` axis.
 
     index (B, N) int64 and out_size (B, 1) int64 -> (B, N, in_size) float32, rows summing to 1.
-    The filter of torch's antialiased bilinear resize (aten upsample_bilinear2d_aa): a triangle
-    centred on the output sample, widened by the scale factor when downsampling, renormalised
-    over the input positions that exist. Equal to `resize_posemb` to float rounding, but written
-    with static shapes so that out_size may be data (NaFlex: every image has its own grid).
+    The filter of antialiased bilinear resizing (PIL's BILINEAR, torch's upsample_bilinear2d_aa):
+    a triangle centred on the output sample, widened by the scale factor when downsampling,
+    renormalised over the input positions that exist. Written with static shapes so that
+    out_size may be data (NaFlex: every image has its own grid) and the graph still exports.
     """
     scale = in_size / out_size.to(torch.float32)  # (B, 1) input pixels per output pixel
     support = scale.clamp(min=1.0)  # (B, 1) half-width of the triangle, in input pixels
