@@ -110,13 +110,15 @@ def compare(got: dict, want: dict) -> dict[str, float]:
 
 
 def check_parity(source: str, *, processor: str | None = None, reference: str | None = None,
-                 bundle_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+                 bundle: str | Path | None = None) -> dict[str, dict[str, float]]:
     """-> {"torch_vs_transformers": {...}, "onnx_vs_transformers": {...}, "onnx_vs_torch": {...}}.
 
     The reference is the source itself for hf: sources, or `reference` (an hf: directory of the
-    same weights, e.g. for an npz); without one only ONNX vs torch is reported."""
+    same weights, e.g. for an npz); without one only ONNX vs torch is reported. `bundle`: an
+    already exported bundle of `source` to check; by default one is exported to a temp dir."""
     from export.onnx_export import export_model
     from training.convert.hub import resolve_hf
+    from vistas.bundle import load_bundle_spec, space_id
 
     loaded = load_source(source, processor=processor)
     ref_dir = resolve_hf(reference.removeprefix("hf:")) if reference else loaded.reference
@@ -124,9 +126,13 @@ def check_parity(source: str, *, processor: str | None = None, reference: str | 
     report = {}
     ours = torch_embeddings(loaded, images, texts)
     with tempfile.TemporaryDirectory(prefix="vistas-parity-bundle-") as tmp:
-        bundle = Path(bundle_dir) if bundle_dir else Path(tmp) / "bundle"
-        export_model(loaded, bundle)
-        served = served_embeddings(bundle, images, texts)
+        if bundle is None:
+            bundle = Path(tmp) / "bundle"
+            export_model(loaded, bundle)
+        elif load_bundle_spec(bundle).space_id != space_id(loaded.weight_files, loaded.preprocess):
+            raise ValueError(f"the bundle {bundle} was not exported from {source} (its space_id differs); "
+                             "export it again or leave out --bundle")
+        served = served_embeddings(Path(bundle), images, texts)
     if ref_dir is not None:
         want = reference_embeddings(ref_dir, images, texts, loaded.preprocess.text.length)
         report["torch_vs_transformers"] = compare(ours, want)

@@ -33,7 +33,7 @@ def _export(args: argparse.Namespace) -> int:
 def _check_parity(args: argparse.Namespace) -> int:
     from export.parity import check_parity, passed
 
-    report = check_parity(args.source, processor=args.processor, reference=args.reference, bundle_dir=args.keep_bundle)
+    report = check_parity(args.source, processor=args.processor, reference=args.reference, bundle=args.bundle)
     print(f"max abs difference, {args.source} (tolerance {args.tolerance:g})")
     print(f"{'':24s}{'image':>12s}{'text':>12s}{'logits':>12s}")
     for row, diffs in report.items():
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source", help=sources)
     c.add_argument("--processor", help=processor)
     c.add_argument("--reference", help="hf:DIR_OR_HUB_ID holding the same weights for transformers (default: the source, for hf:)")
-    c.add_argument("--keep-bundle", help="also keep the exported bundle in this directory")
+    c.add_argument("--bundle", help="check this bundle, exported from SOURCE, instead of exporting one")
     c.add_argument("--tolerance", type=float, default=1e-4)
     c.set_defaults(func=_check_parity)
 

@@ -56,6 +56,29 @@ class TinySiglip:
     seed: int = 0
 
 
+# The configurations the parity tests run (tests/training/test_convert_hf.py, tests/export).
+CONFIGS = {
+    # SigLIP as released: MAP head, tanh-GELU, SentencePiece tokenizer (canonicalised, EOS appended).
+    "siglip": TinySiglip(),
+    # No vision head (mean-pooled tokens), 30 px images with 7 px patches (the last 2 px rows and
+    # columns are dropped, like So400m/14 at 384 px), exact GELU, LayerNorm eps 1e-5, odd text length.
+    "siglip-headless-crop": TinySiglip(image_size=30, patch=7, vision_head=False, text_length=13,
+                                       vision=Tower(act="gelu", eps=1e-5), text=Tower(act="gelu", eps=1e-5)),
+    # Towers of different sizes, quick_gelu, 4 px patches, a Gemma tokenizer (fixed-size SigLIP 2 layout).
+    "siglip-gemma": TinySiglip(vision=Tower(hidden=24, layers=1, heads=2, mlp=40, act="quick_gelu"),
+                               text=Tower(hidden=32, layers=3, heads=2, act="quick_gelu"), projection=24,
+                               patch=4, image_size=20, text_length=5, tokenizer="gemma"),
+    # SigLIP 2 NaFlex: a 4x4 learned grid resized per image, a budget of 30 patches.
+    "siglip2-naflex": TinySiglip(kind="siglip2", patch=4, num_patches=16, max_num_patches=30, text_length=11,
+                                 tokenizer="gemma"),
+    # SigLIP 2 NaFlex without a head (masked mean), 2 px patches, a 5x5 grid shrunk to <= 12 patches,
+    # Siglip2Tokenizer defaults (no EOS, LEFT padding: the pooled last token is the last word), gelu_new.
+    "siglip2-headless-leftpad": TinySiglip(kind="siglip2", patch=2, num_patches=25, max_num_patches=12,
+                                           vision_head=False, tokenizer="gemma", gemma_eos_right=False,
+                                           vision=Tower(act="gelu_new"), text=Tower(act="gelu_new")),
+}
+
+
 def spiece_model(path: Path) -> Path:
     """A SentencePiece unigram model in SigLIP's layout: pad 0, eos 1, unk 2."""
     import sentencepiece as spm
