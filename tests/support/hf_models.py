@@ -52,6 +52,7 @@ class TinySiglip:
     projection: int | None = None  # text head output; None = text hidden size
     vision_head: bool = True
     tokenizer: str = "spiece"  # "spiece" (SiglipTokenizer) or "gemma" (Siglip2Tokenizer, BPE)
+    byte_fallback: bool = False  # spiece: unknown characters become <0xNN> pieces (multilingual SigLIP)
     gemma_eos_right: bool = True  # gemma: add EOS and pad right, as released SigLIP 2 tokenizers do
     seed: int = 0
 
@@ -61,8 +62,9 @@ CONFIGS = {
     # SigLIP as released: MAP head, tanh-GELU, SentencePiece tokenizer (canonicalised, EOS appended).
     "siglip": TinySiglip(),
     # No vision head (mean-pooled tokens), 30 px images with 7 px patches (the last 2 px rows and
-    # columns are dropped, like So400m/14 at 384 px), exact GELU, LayerNorm eps 1e-5, odd text length.
-    "siglip-headless-crop": TinySiglip(image_size=30, patch=7, vision_head=False, text_length=13,
+    # columns are dropped, like So400m/14 at 384 px), exact GELU, LayerNorm eps 1e-5, odd text
+    # length, a byte-fallback SentencePiece model (as multilingual SigLIP's).
+    "siglip-headless-crop": TinySiglip(image_size=30, patch=7, vision_head=False, text_length=13, byte_fallback=True,
                                        vision=Tower(act="gelu", eps=1e-5), text=Tower(act="gelu", eps=1e-5)),
     # Towers of different sizes, quick_gelu, 4 px patches, a Gemma tokenizer (fixed-size SigLIP 2 layout).
     "siglip-gemma": TinySiglip(vision=Tower(hidden=24, layers=1, heads=2, mlp=40, act="quick_gelu"),
@@ -79,13 +81,14 @@ CONFIGS = {
 }
 
 
-def spiece_model(path: Path) -> Path:
+def spiece_model(path: Path, byte_fallback: bool = False) -> Path:
     """A SentencePiece unigram model in SigLIP's layout: pad 0, eos 1, unk 2."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=48, hard_vocab_limit=False,
+        sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=300 if byte_fallback else 48,
+        hard_vocab_limit=False, byte_fallback=byte_fallback,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
         unk_piece="<unk>", normalization_rule_name="nmt_nfkc", minloglevel=2,
     )
@@ -117,7 +120,7 @@ def save_tiny(cfg: TinySiglip, directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     if cfg.tokenizer == "spiece":
-        tokenizer = SiglipTokenizer(vocab_file=str(spiece_model(directory / "spiece.model")),
+        tokenizer = SiglipTokenizer(vocab_file=str(spiece_model(directory / "spiece.model", cfg.byte_fallback)),
                                     model_max_length=cfg.text_length)
     else:
         tokenizer = gemma_tokenizer(cfg.gemma_eos_right)

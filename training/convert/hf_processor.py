@@ -113,7 +113,12 @@ def text_spec_and_json(reference, length: int) -> tuple[TextSpec, str]:
                          "`tokenizers`-backed tokenizers and SigLIP's SentencePiece SiglipTokenizer")
     from transformers.convert_slow_tokenizer import SpmConverter
 
-    fast = SpmConverter(reference).converted()  # Unigram + NFKC charsmap + Metaspace, no special tokens
+    class SiglipSpmConverter(SpmConverter):
+        # SentencePiece models with byte fallback (multilingual SigLIP) spell unknown characters
+        # as <0xNN> byte pieces; the base converter would map them to <unk> instead.
+        handle_byte_fallback = True
+
+    fast = SiglipSpmConverter(reference).converted()  # Unigram + NFKC charsmap + Metaspace, no special tokens
     spec = TextSpec(
         length=length,
         pad_id=int(reference.pad_token_id),
