@@ -2,7 +2,6 @@
 numerical parity with the reference implementation (transformers' Siglip)."""
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -262,55 +261,27 @@ def test_registry():
 # ---------------------------------------------------------------- parity with transformers
 
 
-# Our parameter names -> transformers' Siglip{Vision,Text}Model names (export does the inverse).
-_RENAMES = [
-    (r"^encoder\.blocks\.(\d+)\.norm(\d)", r"encoder.layers.\1.layer_norm\2"),
-    (r"^encoder\.blocks\.(\d+)\.attn", r"encoder.layers.\1.self_attn"),
-    (r"^encoder\.blocks\.", "encoder.layers."),
-    (r"^token_embed", "embeddings.token_embedding"),
-    (r"^map_head\.norm", "head.layernorm"),
-    (r"^map_head\.attn", "head.attention"),
-    (r"^map_head\.", "head."),
-]
-
-
-def _to_transformers(tower: torch.nn.Module, prefix: str) -> dict:
-    ours = tower.state_dict()
-    width = ours["pos_embedding"].shape[-1]
-    final_norm = "post_layernorm" if prefix == "vision_model." else "final_layer_norm"
-    out = {"embeddings.position_embedding.weight": ours.pop("pos_embedding").reshape(-1, width)}
-    if "patch_embed.weight" in ours:  # Linear over (row, col, channel) patches -> Conv2d (D, C, p, p)
-        w = ours.pop("patch_embed.weight")
-        p = int(round((w.shape[1] / 3) ** 0.5))
-        out["embeddings.patch_embedding.weight"] = w.reshape(width, p, p, 3).permute(0, 3, 1, 2)
-        out["embeddings.patch_embedding.bias"] = ours.pop("patch_embed.bias")
-    if "map_head.probe" in ours:  # nn.MultiheadAttention fuses q, k, v
-        for kind in ("weight", "bias"):
-            qkv = [ours.pop(f"map_head.attn.{n}_proj.{kind}") for n in "qkv"]
-            out[f"head.attention.in_proj_{kind}"] = torch.cat(qkv)
-    for k, v in ours.items():
-        k = re.sub(r"^encoder\.norm", final_norm, k)
-        for pattern, repl in _RENAMES:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return {prefix + k: v for k, v in out.items()}
-
-
 def test_matches_transformers_siglip():
-    """Our weights loaded into transformers' SiglipModel give the same embeddings and logits."""
+    """transformers' SiglipModel weights in our SigLIP (through the checkpoint converter,
+    training/convert/hf_siglip.py) give the same embeddings and logits."""
     from transformers import SiglipConfig, SiglipModel
 
-    model = tiny_siglip().eval()
+    from training.convert.hf_siglip import check_state, convert_state
+
     size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
     ref = SiglipModel(SiglipConfig(
         vision_config=dict(**size, image_size=32, patch_size=8),
         text_config=dict(**size, vocab_size=50, max_position_embeddings=8, projection_size=32,
                          bos_token_id=None, eos_token_id=None, pad_token_id=0),
     )).eval()
-    state = (_to_transformers(model.image, "vision_model.") | _to_transformers(model.text, "text_model.")
-             | {"logit_scale": model.t.detach().reshape(1), "logit_bias": model.b.detach().reshape(1)})
-    missing, unexpected = ref.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = tiny_siglip().eval()
+    state = convert_state(ref.state_dict(), model.config)
+    check_state(state, model, "SiglipModel")
+    model.load_state_dict(state)
 
     pixels, ids = torch.randn(2, 3, 32, 32), torch.randint(0, 50, (3, 8))
     with torch.no_grad():
