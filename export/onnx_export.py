@@ -33,6 +33,9 @@ from vistas.naflex import size_for_patch_budget
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4  # max abs difference of fp32 embeddings, onnxruntime vs torch
+# A protobuf message holds at most 2 GiB: towers with more weight bytes than this keep their
+# weights in `<graph>.onnx.data` next to the graph (So400m's towers are 1.7 GB each, Giant's more).
+EXTERNAL_DATA_BYTES = 1_500_000_000
 # Aspect ratios (height / width) of the NaFlex parity inputs: wide, tall, square, extreme.
 NAFLEX_ASPECTS = (0.5, 3.0, 1.0, 0.1, 1.7)
 
@@ -95,8 +98,9 @@ def _image_io(model, spec: ImageSpec, batch: int, gen: torch.Generator) -> tuple
     return _ImageTower(model).eval(), {IMAGE_INPUT: pixels}, {IMAGE_INPUT: ["batch", 3, spec.height, spec.width]}
 
 
-def _export(module: torch.nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
+def _export(module: torch.nn.Module, example: dict[str, torch.Tensor], path: Path, tower: torch.nn.Module) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
+    weight_bytes = sum(p.numel() * p.element_size() for p in tower.parameters())
     torch.onnx.export(
         module,
         tuple(example.values()),
@@ -105,7 +109,7 @@ def _export(module: torch.nn.Module, example: dict[str, torch.Tensor], path: Pat
         input_names=list(example),
         output_names=[EMBED_OUTPUT],
         dynamic_shapes=tuple({0: batch} for _ in example),
-        external_data=False,
+        external_data=weight_bytes > EXTERNAL_DATA_BYTES,
         verbose=False,
     )
 
@@ -157,17 +161,18 @@ def export_model(
         tmp = Path(tmp)
         image_tower, image_example, image_dims = _image_io(model, img, 2, gen)
         text_tower = _TextTower(model).eval()
-        _export(image_tower, image_example, tmp / "image_encoder.onnx")
+        _export(image_tower, image_example, tmp / "image_encoder.onnx", model.image)
         _export(text_tower, {TEXT_INPUT: torch.randint(0, vocab, (2, txt.length), generator=gen)},
-                tmp / "text_encoder.onnx")
+                tmp / "text_encoder.onnx", model.text)
         _check_input_dims(tmp / "image_encoder.onnx", image_dims)
         _check_input_dims(tmp / "text_encoder.onnx", {TEXT_INPUT: ["batch", txt.length]})
 
         # Parity on inputs the export never saw, at a batch size it was not traced with.
+        unseen_images = _image_io(model, img, 5, gen)[1]
+        unseen_ids = {TEXT_INPUT: torch.randint(0, vocab, (5, txt.length), generator=gen)}
         parity = {
-            "image_max_abs_diff": _max_abs_diff(tmp / "image_encoder.onnx", image_tower, _image_io(model, img, 5, gen)[1]),
-            "text_max_abs_diff": _max_abs_diff(tmp / "text_encoder.onnx", text_tower,
-                                               {TEXT_INPUT: torch.randint(0, vocab, (5, txt.length), generator=gen)}),
+            "image_max_abs_diff": _max_abs_diff(tmp / "image_encoder.onnx", image_tower, unseen_images),
+            "text_max_abs_diff": _max_abs_diff(tmp / "text_encoder.onnx", text_tower, unseen_ids),
         }
         for tower, diff in parity.items():
             if not diff <= tolerance or math.isnan(diff):
@@ -176,6 +181,10 @@ def export_model(
                     "reproduce the PyTorch model, so no bundle was written. Report this with the checkpoint's config.json."
                 )
         loaded.write_tokenizer(tmp)
+        files = {"image_encoder": "image_encoder.onnx", "text_encoder": "text_encoder.onnx"}
+        for role, graph in list(files.items()):  # external weights travel with the bundle and are checked at load
+            if (tmp / f"{graph}.data").is_file():
+                files[f"{role}_data"] = f"{graph}.data"
         spec = BundleSpec(
             name=name or loaded.name,
             family=config.get("family", "siglip"),
@@ -184,6 +193,7 @@ def export_model(
             logit_bias=float(model.b.detach()),
             preprocess=preprocess,
             space_id=space_id(loaded.weight_files, preprocess),
+            files=files,
             parity=parity,
         )
         save_bundle_spec(spec, tmp)

@@ -7,6 +7,8 @@ A bundle directory holds
                        spatial_shapes int64 (B, 2), see `vistas.naflex`)
   text_encoder.onnx    input_ids int64 (B, L)            -> embeddings float32 (B, D), L2-normalised
   tokenizer.json       Hugging Face `tokenizers` file
+  *.onnx.data          only for towers too big for one protobuf (> 1.5 GB of weights): their
+                       weights, listed in `files` as "<role>_data" so an incomplete copy fails at load
 The preprocessing spec (ImageSpec + TextSpec) is the same object a training
 checkpoint stores in `preprocess.json`, so serving preprocesses as training did.
 

@@ -96,6 +96,9 @@ def image_spec(processor, patch_size: int) -> ImageSpec:
 
 def text_spec_and_json(reference, length: int) -> tuple[TextSpec, str]:
     """The reference tokenizer -> (TextSpec, tokenizer.json text) that reproduce it at `length`."""
+    if reference.pad_token_id is None:
+        raise ValueError(f"the checkpoint's {type(reference).__name__} has no pad token; SigLIP pads every "
+                         "text to the model's text length, so it needs one")
     backend = getattr(reference, "backend_tokenizer", None)
     if backend is not None:  # a `tokenizers` tokenizer already: keep its pipeline as it is
         data = json.loads(backend.to_str())

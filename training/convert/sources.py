@@ -13,7 +13,6 @@ folder) that transformers can load, such as the Hugging Face checkpoint of the s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +126,3 @@ def _hf_name(ref: str, directory: Path) -> str:
         return Path(ref).expanduser().resolve().name
     return ref.rstrip("/").split("/")[-1]
 
-
-def describe(loaded: LoadedModel) -> str:
-    """One line for logs and the CLI."""
-    img, txt = loaded.preprocess.image, loaded.preprocess.text
-    size = f"NaFlex <= {img.max_num_patches} patches" if img.mode == "naflex" else f"{img.height}x{img.width}"
-    return json.dumps({"name": loaded.name, "embed_dim": loaded.config["embed_dim"], "image": size,
-                       "patch": img.patch_size, "text_length": txt.length})
