@@ -221,7 +221,7 @@ class ViT(nn.Module):
         True = real patch (None = all real). Padded entries may hold any values.
         grid_hw: the patch grid the coords live in, which picks the position-embedding
         resize: (h, w) for the whole batch, an int64 (B, 2) tensor per image, or None to
-        take each image's max real coords + 1 (eager only: the sizes depend on data).
+        take each image's max real coords + 1. Per-image grids also export to ONNX (see position_embedding).
 
         x is (B, out_dim) for pool "map"/"gap" and (B, N, out_dim) for "none".
         out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
