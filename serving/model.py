@@ -16,8 +16,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from PIL import Image
 
-from vistas.bundle import IMAGE_INPUT, TEXT_INPUT, BundleSpec
-from vistas.images import preprocess_batch
+from vistas.bundle import TEXT_INPUT, BundleSpec
+from vistas.inputs import image_inputs
 from vistas.tokenizer import Tokenizer
 
 # The label alone plus CLIP's most common ImageNet prompt. Clients with a domain
@@ -83,8 +83,9 @@ class ServedModel:
         return self.spec.space_id
 
     def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
-        """RGB PIL images -> the image tower's named input tensors, batch first."""
-        return {IMAGE_INPUT: preprocess_batch(list(images), self.spec.preprocess.image)}  # (B, 3, H, W)
+        """RGB PIL images -> the image tower's named input tensors, batch first: pixels
+        (B, 3, H, W), or NaFlex patches, mask and spatial shapes (`vistas.inputs`)."""
+        return image_inputs(images, self.spec.preprocess.image)
 
     def text_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Strings -> the text tower's named input tensors, batch first."""

@@ -24,7 +24,15 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, BundleSpec, load_bundle_spec
+from vistas.bundle import (
+    EMBED_OUTPUT,
+    IMAGE_INPUT,
+    MASK_INPUT,
+    SHAPES_INPUT,
+    TEXT_INPUT,
+    BundleSpec,
+    load_bundle_spec,
+)
 
 log = logging.getLogger("serving.runtime")
 
@@ -48,6 +56,13 @@ def expected_inputs(spec: BundleSpec, tower: Tower) -> list[TensorSpec]:
     """The tensors a bundle's tower takes, derived from its preprocessing spec."""
     if tower == "image":
         img = spec.preprocess.image
+        if img.mode == "naflex":  # see vistas.naflex
+            n, dim = img.max_num_patches, img.patch_size * img.patch_size * 3
+            return [
+                TensorSpec(IMAGE_INPUT, "float32", (None, n, dim)),
+                TensorSpec(MASK_INPUT, "int32", (None, n)),
+                TensorSpec(SHAPES_INPUT, "int64", (None, 2)),
+            ]
         return [TensorSpec(IMAGE_INPUT, "float32", (None, 3, img.height, img.width))]
     return [TensorSpec(TEXT_INPUT, "int64", (None, spec.preprocess.text.length))]
 
