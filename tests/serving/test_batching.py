@@ -148,10 +148,12 @@ def test_close_drains_queued_work_and_refuses_new(heavy_bundle):
     rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=8))
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(rt.run, "image", {"pixel_values": pixels(8, i)}) for i in range(6)]
-        deadline = time.monotonic() + 10
-        while rt.queue_depth("image") < 4 and time.monotonic() < deadline:  # queued behind the first
+        deadline = time.monotonic() + 30
+        while rt.queue_depth("image") < 5 and time.monotonic() < deadline:  # all queued behind the first
             time.sleep(0.001)
+        assert rt.queue_depth("image") == 5, "the requests never queued up behind the first"
         rt.close()  # returns once every queued request has its answer
-        assert all(f.done() and f.result().shape == (8, 8) for f in futures)
+        # Each future completes when its thread wakes from the answered job: moments after close().
+        assert [f.result(timeout=10).shape for f in futures] == [(8, 8)] * 6
     with pytest.raises(ShuttingDown):
         rt.run("image", {"pixel_values": pixels(1, 0)})

@@ -4,7 +4,9 @@ API keys (401), per-key rate limits, request ids, readiness, metrics by route an
 from __future__ import annotations
 
 import base64
+import json
 import re
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -142,8 +144,18 @@ def test_departed_client_takes_no_batch_slot(heavy_bundle):
         with ThreadPoolExecutor(2) as pool:
             long = pool.submit(httpx.post, f"{live.url}/v1/embed", json={"images": [RED] * 64}, timeout=60)
             wait_until_running(live.url)
-            with pytest.raises(httpx.TimeoutException):  # gives up while queued behind the long one
-                httpx.post(f"{live.url}/v1/embed", json={"images": [RED] * 3}, timeout=0.15)
+            # A raw socket, so the client leaves exactly when its request is queued behind the long one.
+            body = json.dumps({"images": [RED] * 3}).encode()
+            host, port = live.url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                for _ in range(1000):
+                    if value(scrape(live.url), "vistas_queue_depth", model="heavy", tower="image") >= 1:
+                        break
+                    threading.Event().wait(0.005)
+                else:
+                    pytest.fail("the short request never queued behind the long one")
             assert long.result().status_code == 200
         m = scrape(live.url)
         for _ in range(100):  # the dropped request is answered (to nobody) once the long batch is done
