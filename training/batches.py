@@ -43,6 +43,8 @@ class BatchMaker:
         for d, ds in zip(config.data, self.sources):
             if len(ds) == 0:
                 raise ValueError(f"training source {d['name']} is empty")
+            if d.get("twins") and not hasattr(ds, "twin"):
+                raise ValueError(f"training source {d['name']} cannot make twins (it has no `twin` method)")
 
     def _pick(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
         """n (source, index) pairs: source by mixture weight, index uniformly at random."""
@@ -54,7 +56,22 @@ class BatchMaker:
         picked = self._pick(rng, self.config.batch_size)
         names = [self.config.data[s]["name"] for s, _ in picked]
         examples = [self.sources[s][i] for s, i in picked]
+        self._add_twins(rng, picked, examples)
         return Batch([e.image for e in examples], [e.caption for e in examples], pair_labels(names, examples))
+
+    def _add_twins(self, rng: np.random.Generator, picked: list[tuple[int, int]], examples: list) -> None:
+        """A source's `twins` fraction of its batch slots hold minimal-pair twins of its other slots
+        (`ShapesDataset.twin`): hard negatives that differ in one attribute only."""
+        for s, entry in enumerate(self.config.data):
+            fraction = entry.get("twins", 0)
+            if not fraction:
+                continue
+            slots = rng.permutation([j for j, (src, _) in enumerate(picked) if src == s])
+            half = int(round(fraction * len(slots) / 2))
+            for a, b in zip(slots[:half], slots[half : 2 * half]):
+                twin = self.sources[s].twin(examples[a], rng)
+                if twin is not None:
+                    examples[b] = twin
 
     def tokenizer_corpus(self, n: int = 5_000) -> Iterator[str]:
         """Training captions only: the tokenizer never sees eval prompts or held-out pairs."""

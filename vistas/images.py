@@ -152,24 +152,29 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
 
 def preprocess(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     """RGB PIL image -> float32 (3, H, W) normalised pixels."""
+    return normalize(resized_rgb(img, spec), spec)  # (3, H, W)
+
+
+def resized_rgb(img: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3) at the spec's size."""
     img = to_rgb(img)
     if img.size != (spec.width, spec.height):
         img = img.resize((spec.width, spec.height), RESAMPLE[spec.resample])
-    return normalize(np.asarray(img), spec)  # (3, H, W)
+    return np.asarray(img)
 
 
 def normalize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (3, H, W) in the spec's value range."""
-    x = to_unit_range(rgb)  # (H, W, 3)
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in the spec's value range."""
+    x = to_unit_range(rgb)  # (..., H, W, 3)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))  # (..., 3, H, W)
 
 
 def preprocess_batch(images: list[Image.Image], spec: ImageSpec) -> np.ndarray:
-    """List of PIL images -> float32 (B, 3, H, W)."""
+    """List of PIL images -> float32 (B, 3, H, W); normalised in one pass over the batch."""
     if not images:
         return np.zeros((0, 3, spec.height, spec.width), np.float32)
-    return np.stack([preprocess(im, spec) for im in images])
+    return normalize(np.stack([resized_rgb(im, spec) for im in images]), spec)
 
 
 def patchify(pixels: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ import pytest
 
 from training.data import DATASETS, get_dataset, register
 from training.data import digits, shapes
-from training.data.shapes import ALL_PAIRS, COLORS, HELDOUT_PAIRS, SHAPES, ShapesDataset
+from training.data.shapes import (ALL_PAIRS, COLORS, HELDOUT_PAIRS, SEEN_PAIRS, SHAPES, ShapesDataset,
+                                  caption_describes, parse_caption)
 
 
 def pixels(example) -> np.ndarray:
@@ -195,3 +196,45 @@ def test_shapes_sit_on_the_position_grid_and_positions_vary():
     assert len(centers) >= 9, "objects must still move around the image"
     free = ShapesDataset("train", size=50, image_size=48, position_grid=0)
     assert any((c - 4) % 8 for ex in free for o in ex.attrs["objects"] for c in o["center"])
+
+
+def test_twin_swaps_one_shape_in_the_same_scene():
+    ds = ShapesDataset("train", size=100, image_size=48)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        ex = ds[i]
+        twin = ds.twin(ex, rng)
+        assert twin is not None
+        a, b = ex.attrs["objects"], twin.attrs["objects"]
+        changed = [k for k, (oa, ob) in enumerate(zip(a, b)) if oa != ob]
+        assert len(changed) == 1, (a, b)
+        (k,) = changed
+        assert a[k]["shape"] != b[k]["shape"] and {**a[k], "shape": None} == {**b[k], "shape": None}
+        assert (b[k]["color"], b[k]["shape"]) in SEEN_PAIRS  # never a held-out pair
+        # Pixels differ only around the swapped object: same background, noise and other objects.
+        diff = np.abs(np.asarray(ex.image, np.int16) - np.asarray(twin.image, np.int16)).max(axis=-1)
+        ys, xs = np.nonzero(diff)
+        cx, cy = a[k]["center"]
+        assert len(ys) and np.hypot(xs - cx, ys - cy).max() <= 1.2 * a[k]["radius"] + 1.5
+        # Its caption is true of it and false of the original scene.
+        assert caption_describes(parse_caption(twin.caption), twin.attrs)
+        assert not caption_describes(parse_caption(twin.caption), ex.attrs)
+
+
+def test_batches_with_twins_hold_minimal_pairs():
+    from training.batches import BatchMaker
+    from training.config import Config
+    from vistas.images import ImageSpec
+
+    config = Config(seed=0, batch_size=64, data=[
+        dict(name="shapes", weight=1.0, kwargs=dict(split="train", size=10_000, image_size=48), twins=0.5)])
+    batch = BatchMaker(config, ImageSpec(height=48, width=48, patch_size=8)).batch(0)
+    images = np.stack([np.asarray(im, np.int16) for im in batch.images])  # (64, 48, 48, 3)
+    pairs = []
+    for i in range(64):
+        for j in range(i + 1, 64):
+            if ((images[i] == images[j]).all(-1)).mean() > 0.6:  # mostly the same pixels: one scene drawn twice
+                pairs.append((i, j))
+    assert len(pairs) == 16  # twins=0.5 of 64 slots: 16 originals and their 16 twins
+    for i, j in pairs:  # a minimal pair is a negative both ways
+        assert batch.pair_labels[i, j] == -1 and batch.pair_labels[j, i] == -1

@@ -133,7 +133,7 @@ def _place(rng: np.random.Generator, radii: list[float], size: int, grid: int = 
             if not len(cells):  # too big for any cell center: the image center is the only spot
                 cells = np.array([size / 2])
         for _ in range(tries):
-            c = rng.choice(cells, size=2) if grid else rng.uniform(lo, hi, size=2)
+            c = cells[rng.integers(len(cells), size=2)] if grid else rng.uniform(lo, hi, size=2)
             if all(np.hypot(*(c - pc)) >= 0.9 * (r + pr) for pc, pr in placed):
                 placed.append((c, r))
                 out.append(c)
@@ -260,7 +260,31 @@ class ShapesDataset:
         assert objects, "the first object always fits in an empty image"
         background = _BACKGROUND_NAMES[rng.integers(len(_BACKGROUND_NAMES))]
         noise = bool(rng.random() < 0.5)
-        image = render(objects, background, noise, self.image_size, rng)
+        # Background tint and noise come from their own seed, so `twin` can redraw the scene exactly.
+        attrs = {"objects": objects, "background": background, "noise": noise,
+                 "render_seed": int(rng.integers(2**32))}
+        return self._example(attrs, rng)
+
+    def _example(self, attrs: dict, rng: np.random.Generator) -> Example:
+        objects, background = attrs["objects"], attrs["background"]
+        image = render(objects, background, attrs["noise"], self.image_size, np.random.default_rng(attrs["render_seed"]))
         caption = _caption(objects, background, rng)
         label = _LABEL[(objects[0]["color"], objects[0]["shape"])] if len(objects) == 1 else None
-        return Example(image, caption, label, {"objects": objects, "background": background, "noise": noise})
+        return Example(image, caption, label, attrs)
+
+    def twin(self, example: Example, rng: np.random.Generator) -> Example | None:
+        """The same scene with one object's shape swapped for another of the split's pairs: a
+        minimal pair that only shape tells apart (a contrast set, Gardner et al. 2020, arXiv
+        2004.02709). Same positions, sizes, background and noise; a fresh caption. None when no
+        object can change shape without leaving the split's pairs or repeating a pair."""
+        pool = set(SEEN_PAIRS if self.split != "test_unseen" else HELDOUT_PAIRS)
+        objects = example.attrs["objects"]
+        taken = {(o["color"], o["shape"]) for o in objects}
+        for k in rng.permutation(len(objects)):
+            color = objects[k]["color"]
+            shapes = [sh for sh in SHAPES if (color, sh) in pool and (color, sh) not in taken]
+            if shapes:
+                swapped = [dict(o) for o in objects]
+                swapped[k]["shape"] = shapes[rng.integers(len(shapes))]
+                return self._example({**example.attrs, "objects": swapped}, rng)
+        return None
