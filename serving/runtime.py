@@ -23,11 +23,11 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, BundleSpec, load_bundle_spec
+from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, TOWER_ROLES, BundleSpec, load_bundle_spec
 
 Tower = Literal["image", "text"]
 TOWERS: tuple[Tower, ...] = ("image", "text")
-ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}  # tower -> bundle.json `files` key
+ROLES = TOWER_ROLES  # tower -> bundle.json `files` key
 
 
 class BundleMismatchError(ValueError):

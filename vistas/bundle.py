@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 
 # Tensor names of the exported graphs: the serving runtimes and export agree on these.
 IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings"
+# tower -> its graph's key in `files` (also the suffix of its KServe v2 / Triton model name)
+TOWER_ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}
 
 
 @dataclass(frozen=True)
