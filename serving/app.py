@@ -61,6 +61,7 @@ def create_app(
                 providers=settings.providers,
                 max_batch=settings.inference_batch_size,
                 cache_size=settings.classify_cache_size,
+                runtime=settings.runtime,
             )
         owned = state.collections is None and settings.index_dir is not None
         if owned:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.runtimes import RemoteRuntimeError
 from vistas.images import ImageError
 
 log = logging.getLogger("serving")
@@ -26,6 +27,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    502: "upstream_error",
     415: "unsupported_media_type",
     503: "unavailable",
 }
@@ -110,6 +112,11 @@ async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
     return error_response(err.status_code, err.code, err.message)
 
 
+async def _remote_error(request: Request, exc: RemoteRuntimeError) -> JSONResponse:
+    log.error("remote runtime failed in %s %s: %s", request.method, request.url.path, exc)
+    return error_response(502, "upstream_error", f"The inference server behind vistas failed: {exc}")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "The server failed to handle this request; it has been logged.")
@@ -120,4 +127,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(RemoteRuntimeError, _remote_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -148,20 +148,25 @@ def load_models(
     providers: list[str] | None = None,
     max_batch: int = 32,
     cache_size: int = 4096,
+    runtime: str = "onnx",
 ) -> dict[str, ServedModel]:
-    """Bundle directories -> models by bundle name, in order (the first is the default)."""
-    from serving.runtime import OnnxRuntime
+    """Bundle directories -> models by bundle name, in order (the first is the default).
 
+    `runtime` picks what runs the towers (`serving.runtimes`): "onnx" or "triton://HOST:PORT".
+    """
+    from serving.runtimes import RuntimeOptions, open_runtime
+
+    options = RuntimeOptions(threads=threads, providers=providers or ["CPUExecutionProvider"], max_batch=max_batch)
     models: dict[str, ServedModel] = {}
     for bundle in bundles:
-        runtime = OnnxRuntime(bundle, threads=threads, providers=providers, max_batch=max_batch)
-        name = runtime.spec.name
+        rt = open_runtime(bundle, runtime, options)
+        name = rt.spec.name
         if name in models:
             raise ValueError(
                 f"two bundles are named {name!r} ({models[name].runtime.bundle_dir} and {bundle}); "
                 "model names must be unique, re-export one under another name"
             )
-        models[name] = ServedModel(name, runtime, cache_size=cache_size)
+        models[name] = ServedModel(name, rt, cache_size=cache_size)
     return models
 
 

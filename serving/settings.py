@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
 
-    # Inference. onnxruntime uses all cores when threads is None.
+    # Inference. "onnx": onnxruntime here; "triton://HOST:PORT": the towers run on a remote
+    # Triton / KServe v2 server (serving/runtimes.py). onnxruntime uses all cores when threads is None.
+    runtime: str = "onnx"
     threads: int | None = Field(None, ge=1)
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     inference_batch_size: int = Field(32, ge=1)  # larger requests run in chunks of this many
@@ -41,6 +43,14 @@ class Settings(BaseSettings):
     max_labels: int = Field(1000, ge=1)  # ImageNet-1k fits in one request
     max_templates: int = Field(100, ge=1)  # CLIP's ImageNet ensemble uses 80
     max_items: int = Field(1000, ge=1)  # items per upsert request
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        from serving.runtimes import parse_runtime
+
+        parse_runtime(v)  # ValueError naming the known runtimes
+        return v
 
     @field_validator("bundles", "providers", mode="before")
     @classmethod

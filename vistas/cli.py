@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
-    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port)
+    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, runtime=args.runtime)
     return 0
 
 
@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", help="directory of collections (from `vistas index build`)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--runtime",
+        default="onnx",
+        help="what runs the towers: 'onnx' (here, the default) or 'triton://HOST:PORT' (a remote Triton or "
+        "KServe v2 server; preprocessing, classify and search stay here)",
+    )
     s.set_defaults(func=_serve)
 
     i = sub.add_parser("index", help="batch indexing jobs")
