@@ -1,4 +1,4 @@
-"""The `vistas` command line: train | export | eval | serve | index | demo | bench.
+"""The `vistas` command line: train | export | eval | serve | index | deploy | demo | bench.
 
 Each subcommand imports its package lazily, so `vistas serve` never loads torch.
 """
@@ -66,6 +66,25 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0 if report.indexed or not report.failed else 1
 
 
+def _deploy_triton(args: argparse.Namespace) -> int:
+    from deploy.triton_repo import TritonRepoConfig, write_triton_repository
+
+    cfg = TritonRepoConfig(
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        max_queue_delay_us=args.queue_delay_us,
+        instances=args.instances,
+        gpu=args.gpu,
+        backend=args.backend,
+        fp16=args.fp16,
+    )
+    for model_dir in write_triton_repository(args.bundle, args.out, cfg):
+        print(model_dir)
+    if args.backend == "tensorrt":
+        print(f"build the engines on the serving GPU with: bash {Path(args.out) / 'build_engines.sh'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from vistas.demo import run_demo
 
@@ -125,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_index_build)
+
+    dp = sub.add_parser("deploy", help="deployment files generated from a bundle")
+    dsub = dp.add_subparsers(dest="deploy_command", required=True)
+    tr = dsub.add_parser("triton", help="an NVIDIA Triton model repository (+ TensorRT engine commands)")
+    tr.add_argument("bundle")
+    tr.add_argument("out", help="model repository directory (tritonserver --model-repository OUT)")
+    tr.add_argument("--max-batch", type=int, default=32, help="max_batch_size; trtexec --maxShapes batch")
+    tr.add_argument("--opt-batch", type=int, default=8, help="trtexec --optShapes batch; a preferred batch size")
+    tr.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching max_queue_delay_microseconds")
+    tr.add_argument("--instances", type=int, default=1, help="model instances per device")
+    tr.add_argument("--gpu", action="store_true", help="KIND_GPU instance groups (onnxruntime backend)")
+    tr.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    tr.add_argument("--fp16", action="store_true", help="tensorrt: build fp16 engines")
+    tr.set_defaults(func=_deploy_triton)
 
     d = sub.add_parser("demo", help="export the bundled model, index a gallery and serve it")
     d.add_argument("--host", default="127.0.0.1")
