@@ -62,6 +62,8 @@ class BundleSpec:
     )
     parity: dict[str, float] = field(default_factory=dict)  # max abs diff onnx vs torch per tower
     format_version: int = FORMAT_VERSION
+    # Reduced-precision bundles only (export/quantize.py): method, cosine to fp32, eval change.
+    quantization: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -75,7 +77,7 @@ class BundleSpec:
             "preprocess": self.preprocess.to_dict(),
             "files": dict(self.files),
             "parity": dict(self.parity),
-        }
+        } | ({"quantization": self.quantization} if self.quantization else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "BundleSpec":
@@ -95,6 +97,7 @@ class BundleSpec:
             space_id=d["space_id"],
             files=dict(d["files"]),
             parity=dict(d.get("parity", {})),
+            quantization=dict(d.get("quantization", {})),
         )
 
 

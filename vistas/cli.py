@@ -23,10 +23,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.onnx_export import export_checkpoint
+    if args.quantize:
+        from export.quantize import export_quantized, format_report
 
-    spec = export_checkpoint(args.checkpoint, args.out, name=args.name)
+        eval_config = None if args.eval_config == "none" else args.eval_config
+        spec = export_quantized(args.checkpoint, args.out, args.quantize, name=args.name, eval_config=eval_config)
+    else:
+        from export.onnx_export import export_checkpoint
+
+        spec = export_checkpoint(args.checkpoint, args.out, name=args.name)
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
+    if spec.quantization:
+        print(format_report(spec.quantization))
     return 0
 
 
@@ -113,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("out")
     e.add_argument("--name", help="model name served as `model` (default: the run's name)")
+    e.add_argument("--quantize", choices=["int8"], help="dynamic int8 graphs; reports cosine to fp32 and the eval change")
+    e.add_argument(
+        "--eval-config",
+        default="configs/siglip_shapes_digits.py",
+        help="with --quantize: recipe whose eval suites measure the change ('none': cosine on random inputs only)",
+    )
     e.set_defaults(func=_export)
 
     v = sub.add_parser("eval", help="zero-shot / retrieval metrics of a bundle, measured through onnxruntime")
