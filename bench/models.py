@@ -1,6 +1,6 @@
 """Benchmark models: a SigLIP B/16 at 224 px with random weights, exported once and cached.
 
-    python -m bench.models            # builds build/bench/siglip-b16/{checkpoint,bundle}
+    python -m bench.models            # builds build/bench/siglip-b16/{checkpoint,bundle,bundle-int8}
 
 Random weights are fine for speed: every FLOP of a trained B/16 is there (86M parameters in
 the image tower, 196 patches + MAP head). The text tower is tiny because no benchmark uses it.
@@ -9,6 +9,8 @@ the image tower, 196 patches + MAP head). The text tower is tiny because no benc
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,24 +80,71 @@ def siglip_b16_bundle(cache: Path = CACHE) -> Path:
     return out
 
 
-def hf_siglip_vision_b16():
-    """transformers' SiglipVisionModel with the same B/16 @ 224 shape (random weights): the baseline."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
+def int8_bundle(fp32_bundle: Path) -> Path:
+    """The dynamic-int8 twin of a bundle (export/quantize.py), cached beside it."""
+    from export.quantize import quantize_bundle
 
-    from training.models.vit import decode_variant
+    out = fp32_bundle.with_name(fp32_bundle.name + "-int8")
+    key = {"key": _KEY, "source": json.loads((fp32_bundle / "bundle.json").read_text())["space_id"]}
+    stamp = out / "bench_key.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return out
+    quantize_bundle(fp32_bundle, out, "int8")  # no eval suites: random weights have nothing to measure
+    stamp.write_text(json.dumps(key))
+    return out
 
-    s = decode_variant(B16["variant"])
-    config = SiglipVisionConfig(
-        hidden_size=s["width"],
-        intermediate_size=s["mlp_dim"],
-        num_hidden_layers=s["depth"],
-        num_attention_heads=s["heads"],
-        patch_size=s["patch_size"],
-        image_size=B16["image_size"],
-        vision_use_head=True,  # SigLIP's MAP head, as ours
-    )
-    return SiglipVisionModel(config).eval()
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A checkpoint and its fp32 and int8 bundles."""
+
+    name: str
+    checkpoint: Path
+    bundle: Path
+    bundle_int8: Path
+
+    @property
+    def image_config(self) -> dict:
+        return json.loads((self.checkpoint / "config.json").read_text())["image"]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        pre = json.loads((self.checkpoint / "preprocess.json").read_text())["image"]
+        return pre["height"], pre["width"]
+
+    def hf_vision_model(self):
+        """transformers' SiglipVisionModel of the same shape (random weights): the eager baseline."""
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        c, (h, w) = self.image_config, self.image_size
+        if h != w:
+            raise ValueError(f"SiglipVisionConfig takes square images; {self.name} is {h}x{w}")
+        config = SiglipVisionConfig(
+            hidden_size=c["width"],
+            intermediate_size=c["mlp_dim"],
+            num_hidden_layers=c["depth"],
+            num_attention_heads=c["heads"],
+            patch_size=c["patch_size"],
+            image_size=h,
+            vision_use_head=c.get("pool", "map") == "map",  # SigLIP's MAP head, as ours
+        )
+        return SiglipVisionModel(config).eval()
+
+
+def siglip_b16(cache: Path = CACHE) -> BenchModel:
+    bundle = siglip_b16_bundle(cache)
+    return BenchModel(B16["name"], siglip_b16_checkpoint(cache), bundle, int8_bundle(bundle))
+
+
+def bundled_tiny(cache: Path = CACHE) -> BenchModel:
+    """The trained model that ships in models/ (48 px, 4 layers): for --quick runs."""
+    src = ROOT / "models" / "siglip-shapes-digits"
+    fp32 = cache / "siglip-shapes-digits" / "bundle"
+    if not (fp32 / "bundle.json").is_file() or (fp32 / "bundle.json").read_bytes() != (src / "bundle" / "bundle.json").read_bytes():
+        shutil.rmtree(fp32, ignore_errors=True)
+        shutil.copytree(src / "bundle", fp32)
+    return BenchModel("siglip-shapes-digits", src / "checkpoint", fp32, int8_bundle(fp32))
 
 
 if __name__ == "__main__":
-    print(siglip_b16_bundle())
+    print(siglip_b16())

@@ -46,18 +46,27 @@ def quantize_graph(src: Path, dst: Path) -> int:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(src), load_external_data=False).graph
+    model = onnx.load(str(src))
+    graph = model.graph
     weights = {i.name for i in graph.initializer}
     nodes = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]
     if not nodes:
         raise ValueError(f"{src.name} has no MatMul/Gemm with a weight: nothing to quantise")
+    # The quantiser re-infers shapes strictly. The dynamo exporter's intermediate annotations can
+    # disagree with inference (seen: a text tower whose head_dim != width), and they are optional.
+    del graph.value_info[:]
+    cleaned = dst.with_name(dst.name + ".fp32-tmp")
+    onnx.save(model, str(cleaned))
     # reduce_range: 7-bit weights. x86 without VNNI (AVX2) multiplies u8 x s8 pairs into int16
     # lanes that saturate (onnxruntime's quantization docs); measured on the bundled model's digits
     # this is the difference between mean cosine 0.93 (min 0.52) and 0.9999 (min 0.998).
     # per_channel: one scale per output column, for columns of unequal range.
-    quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_quantize=nodes, per_channel=True, reduce_range=True
-    )
+    try:
+        quantize_dynamic(
+            str(cleaned), str(dst), weight_type=QuantType.QInt8, nodes_to_quantize=nodes, per_channel=True, reduce_range=True
+        )
+    finally:
+        cleaned.unlink(missing_ok=True)
     return len(nodes)
 
 
