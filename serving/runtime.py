@@ -95,14 +95,8 @@ class OnnxRuntime:
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """{name: (B, ...) array} -> float32 (B, D), in chunks of `max_batch` rows."""
         feeds = check_feeds(self._inputs[tower], inputs, f"{tower} tower")
-        n = len(next(iter(feeds.values())))
-        out = np.empty((n, self.dim), np.float32)  # (B, D)
         session = self._sessions[tower]
-        for start in range(0, n, self.max_batch):
-            chunk = {k: v[start : start + self.max_batch] for k, v in feeds.items()}
-            (emb,) = session.run([EMBED_OUTPUT], chunk)
-            out[start : start + len(emb)] = emb
-        return out
+        return run_in_chunks(feeds, self.max_batch, self.dim, lambda chunk: session.run([EMBED_OUTPUT], chunk)[0])
 
     def _open(self, tower: Tower, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
         role = ROLES[tower]
@@ -164,3 +158,14 @@ def check_feeds(specs: list[TensorSpec], inputs: dict[str, np.ndarray], what: st
         batch = len(x)
         feeds[s.name] = x
     return feeds
+
+
+def run_in_chunks(feeds: dict[str, np.ndarray], step: int, dim: int, run) -> np.ndarray:
+    """Checked feeds -> float32 (B, dim), calling `run({name: (<=step, ...) array}) -> (rows, dim)`
+    on consecutive row chunks; peak memory stays that of one chunk."""
+    n = len(next(iter(feeds.values())))
+    out = np.empty((n, dim), np.float32)  # (B, D)
+    for start in range(0, n, step):
+        emb = run({k: v[start : start + step] for k, v in feeds.items()})
+        out[start : start + len(emb)] = emb
+    return out

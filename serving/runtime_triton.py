@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.runtime import TOWERS, BundleMismatchError, TensorSpec, Tower, check_feeds, expected_inputs
+from serving.runtime import (
+    TOWERS,
+    BundleMismatchError,
+    TensorSpec,
+    Tower,
+    check_feeds,
+    expected_inputs,
+    run_in_chunks,
+)
 from serving.runtimes import RemoteRuntimeError
 from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
 from vistas.v2_protocol import SPACE_PARAMETER, V2_DATATYPES, tower_model_name, v2_shape
@@ -68,31 +76,31 @@ class TritonRuntime:
         return list(self._inputs[tower])
 
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """{name: (B, ...) array} -> float32 (B, D), computed remotely in chunks."""
+        """{name: (B, ...) array} -> float32 (B, D), computed remotely in chunks of the remote's max batch."""
         from tritonclient.http import InferInput, InferRequestedOutput
 
         feeds = check_feeds(self._inputs[tower], inputs, f"{tower} tower")
-        n = len(next(iter(feeds.values())))
-        out = np.empty((n, self.dim), np.float32)  # (B, D)
-        name, step, client = tower_model_name(self.spec.name, tower), self._batch[tower], self._client()
-        for start in range(0, n, step):
+        name, client = tower_model_name(self.spec.name, tower), self._client()
+
+        def infer(chunk: dict[str, np.ndarray]) -> np.ndarray:
             tensors = []
             for s in self._inputs[tower]:
-                chunk = feeds[s.name][start : start + step]
-                x = InferInput(s.name, list(chunk.shape), V2_DATATYPES[s.dtype])
-                x.set_data_from_numpy(chunk, binary_data=True)
+                x = InferInput(s.name, list(chunk[s.name].shape), V2_DATATYPES[s.dtype])
+                x.set_data_from_numpy(chunk[s.name], binary_data=True)
                 tensors.append(x)
             try:
                 result = client.infer(name, tensors, outputs=[InferRequestedOutput(EMBED_OUTPUT, binary_data=True)])
             except Exception as e:
                 raise RemoteRuntimeError(f"model {name!r} at http://{self.address} failed: {_message(e)}") from None
-            emb = result.as_numpy(EMBED_OUTPUT)
-            rows = min(step, n - start)
+            emb, rows = result.as_numpy(EMBED_OUTPUT), len(next(iter(chunk.values())))
             if emb is None or emb.shape != (rows, self.dim):
                 got = None if emb is None else emb.shape
-                raise RemoteRuntimeError(f"model {name!r} at http://{self.address} returned {EMBED_OUTPUT} {got}, expected {(rows, self.dim)}")
-            out[start : start + rows] = emb
-        return out
+                raise RemoteRuntimeError(
+                    f"model {name!r} at http://{self.address} returned {EMBED_OUTPUT} {got}, expected {(rows, self.dim)}"
+                )
+            return emb
+
+        return run_in_chunks(feeds, self._batch[tower], self.dim, infer)
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ def serve(
 class LiveServer:
     url: str
     app: object
+    uvicorn: object = None  # the uvicorn.Server (its server_state lists open connections)
 
 
 @contextmanager
@@ -59,7 +60,7 @@ def running_server(app, *, host: str = "127.0.0.1", timeout: float = 60) -> Iter
             raise RuntimeError(f"the server did not start within {timeout:.0f} s")
         time.sleep(0.02)
     try:
-        yield LiveServer(url=f"http://{host}:{port}", app=app)
+        yield LiveServer(url=f"http://{host}:{port}", app=app, uvicorn=srv)
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
