@@ -67,6 +67,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         doc = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise V2Error(f"the inference request header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise V2Error("the inference request header nests too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise V2Error('an inference request is a JSON object with a non-empty "inputs" list')
     params = doc.get("parameters") or {}
@@ -148,7 +150,10 @@ def _from_binary(raw: bytes, datatype: str, shape: list[int], count: int, where:
 
 
 def _from_json(data, datatype: str, shape: list[int], count: int, where: str) -> np.ndarray:
-    flat = _flatten(data)
+    try:
+        flat = _flatten(data)
+    except RecursionError:
+        raise V2Error(f"{where}: data nests too deeply; send it flat, in row-major order") from None
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise V2Error(f"{where}: BYTES data in JSON must be strings")

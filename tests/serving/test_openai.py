@@ -83,3 +83,10 @@ def test_errors_have_openai_shape_and_right_status(oai: openai.OpenAI):
     with pytest.raises(openai.UnprocessableEntityError) as e:
         oai.embeddings.create(model="tiny-a", input="red", encoding_format="int8")  # type: ignore[arg-type]
     assert e.value.code == "validation_error" and e.value.param == "encoding_format"
+
+
+def test_pathological_bodies_are_400_not_500(server):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/v1/embeddings", "/v1/embed", "/v2/models/tiny-a/infer"):
+        r = httpx.post(server.url + path, content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (path, r.status_code, r.text[:200])
