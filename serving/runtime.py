@@ -53,7 +53,21 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int3
               "tensor(bool)": "bool", "tensor(float16)": "float16"}
 
 
-class OnnxRuntime:
+class BundleRuntime:
+    """What every runtime of a bundle shares: `dim`, and the input specs checked at start-up."""
+
+    spec: BundleSpec
+    _inputs: dict[str, list[TensorSpec]]
+
+    @property
+    def dim(self) -> int:
+        return self.spec.embed_dim
+
+    def inputs(self, tower: Tower) -> list[TensorSpec]:
+        return list(self._inputs[tower])
+
+
+class OnnxRuntime(BundleRuntime):
     """Image and text encoders of one bundle.
 
     threads:    intra-op threads per session (None: onnxruntime's default, all cores).
@@ -84,13 +98,6 @@ class OnnxRuntime:
         for tower in TOWERS:
             self._sessions[tower] = self._open(tower, options, providers)
             self._inputs[tower] = self._check(tower, expected_inputs(self.spec, tower))
-
-    @property
-    def dim(self) -> int:
-        return self.spec.embed_dim
-
-    def inputs(self, tower: Tower) -> list[TensorSpec]:
-        return list(self._inputs[tower])
 
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """{name: (B, ...) array} -> float32 (B, D), in chunks of `max_batch` rows."""

@@ -23,6 +23,7 @@ import numpy as np
 from serving.runtime import (
     TOWERS,
     BundleMismatchError,
+    BundleRuntime,
     TensorSpec,
     Tower,
     check_feeds,
@@ -36,7 +37,7 @@ from vistas.v2_protocol import SPACE_PARAMETER, V2_DATATYPES, tower_model_name, 
 log = logging.getLogger(__name__)
 
 
-class TritonRuntime:
+class TritonRuntime(BundleRuntime):
     """Towers of one bundle on a v2 server at `address` ("HOST:PORT").
 
     max_batch: larger inputs go in chunks of at most this many rows (and never more than
@@ -67,13 +68,6 @@ class TritonRuntime:
             raise RemoteRuntimeError(f"the server at http://{self.address} says it is not live (GET /v2/health/live)")
         for tower in TOWERS:
             self._inputs[tower], self._batch[tower] = self._check(client, tower)
-
-    @property
-    def dim(self) -> int:
-        return self.spec.embed_dim
-
-    def inputs(self, tower: Tower) -> list[TensorSpec]:
-        return list(self._inputs[tower])
 
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """{name: (B, ...) array} -> float32 (B, D), computed remotely in chunks of the remote's max batch."""
