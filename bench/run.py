@@ -1,101 +1,82 @@
-"""`make bench` / `vistas bench`: speed as ratios against a baseline run in the same process.
+"""`make bench` / `vistas bench`: speed as ratios against a baseline measured in the same run.
 
-    vistas bench [--bundle models/siglip-shapes-digits/bundle] [--out build/bench.json]
+    vistas bench [--quick] [--only 1,2,3,4] [--threads 2] [--out build/bench.json]
 
-1. image-embedding throughput: vistas' onnxruntime runtime vs the same checkpoint in
-   PyTorch eager, same inputs, same thread count;
-2. HTTP overhead: /v1/embed p50 latency at batch 1 over a real uvicorn server vs the bare
-   onnxruntime call for the same image.
-Each prints a table row and all go to a JSON file. Timings are medians of repeated runs.
+1. image-embedding throughput: `vistas serve` over HTTP at concurrency 8 (fp32 and int8
+   bundles) vs transformers' SiglipVisionModel eager in-process, same threads, same photos;
+2. HTTP overhead: /v1/embed p50 at batch 1 vs the bare onnxruntime call (the model, and the
+   tiny bundled model for the fixed per-request cost in ms);
+3. dynamic batching: batch-1 requests/s at concurrency 8 vs the same requests sequentially;
+4. achieved GFLOP/s of the image tower vs torch's fp32 matmul rate on this machine.
+
+The model is a SigLIP B/16 at 224 px with random weights, built with vistas' own
+ViTConfig.from_variant and exported once (cached in build/bench/, ~2 min the first time).
+`--quick` runs every benchmark on the tiny bundled model with few repeats: a smoke test of
+the code paths in about a minute, not a measurement. Each benchmark prints a row and all go
+to the JSON file; measurements of competing sides are interleaved (A, B, A, B) and medians kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
-import statistics
+import os
+import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "siglip-shapes-digits"
+BENCHMARKS = ("1", "2", "3", "4")
 
 
-def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def bench_runtime_vs_torch(model_dir: Path, threads: int, batch: int = 64, repeats: int = 10) -> dict:
-    import torch
-
-    from serving.runtime import OnnxRuntime
-    from training.checkpoint import load_checkpoint
-
-    torch.set_num_threads(threads)
-    runtime = OnnxRuntime(model_dir / "bundle", threads=threads, max_batch=batch)
-    model, _, pre = load_checkpoint(model_dir / "checkpoint")
-    pixels = np.random.default_rng(0).uniform(-1, 1, (batch, 3, pre.image.height, pre.image.width)).astype(np.float32)
-    x = torch.from_numpy(pixels)
-
-    def torch_eager():
-        with torch.inference_mode():
-            model.encode_image(x)
-
-    t_ort = _median_seconds(lambda: runtime.run("image", {"pixel_values": pixels}), repeats)
-    t_torch = _median_seconds(torch_eager, repeats)
-    return {"name": "image embedding throughput (img/s)", "batch": batch, "threads": threads,
-            "vistas_onnxruntime": batch / t_ort, "torch_eager": batch / t_torch, "ratio": t_torch / t_ort}
-
-
-def bench_http_overhead(model_dir: Path, threads: int, requests: int = 50) -> dict:
-    import httpx
-    from PIL import Image
-
-    from serving.app import create_app
-    from serving.model import load_model
-    from serving.settings import Settings
-    from serving.server import running_server
-
-    bundle = str(model_dir / "bundle")
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    body = {"images": [base64.b64encode(buf.getvalue()).decode()]}
-    model = load_model(bundle, threads=threads)
-    from vistas.images import preprocess_batch
-
-    pixels = preprocess_batch([img], model.spec.preprocess.image)
-    t_bare = _median_seconds(lambda: model.runtime.run("image", {"pixel_values": pixels}), requests)
-    with running_server(create_app(Settings(bundles=[bundle], threads=threads))) as live, httpx.Client(base_url=live.url) as c:
-        t_http = _median_seconds(lambda: c.post("/v1/embed", json=body).raise_for_status(), requests, warmup=5)
-    return {"name": "/v1/embed p50 at batch 1 (ms)", "threads": threads, "http_p50_ms": t_http * 1e3,
-            "bare_onnxruntime_ms": t_bare * 1e3, "ratio": t_http / t_bare}
+def _print_row(r: dict) -> None:
+    fields = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "name")
+    print(f"{r['name']:<48} {fields}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vistas bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="directory with checkpoint/ and bundle/")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny bundled model, few repeats: checks the benchmarks run")
+    p.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmark numbers (default: all)")
+    p.add_argument("--threads", type=int, default=2, help="compute threads for every side (onnxruntime, torch)")
+    p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
     args = p.parse_args(argv or [])
-    results = [bench_runtime_vs_torch(args.model, args.threads), bench_http_overhead(args.model, args.threads)]
-    for r in results:
-        fields = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "name")
-        print(f"{r['name']:<40} {fields}")
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if unknown := sorted(set(only) - set(BENCHMARKS)):
+        p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+
+    from bench.batching import bench_batching
+    from bench.flops import bench_flops
+    from bench.http_overhead import bench_http_overhead
+    from bench.models import bundled_tiny, siglip_b16
+    from bench.throughput import bench_throughput
+
+    tiny = bundled_tiny()
+    model = tiny if args.quick else siglip_b16()
+    reps = dict(rounds=1) if args.quick else {}
+    c, t = args.concurrency, args.threads
+    runs = {
+        "1": lambda: [bench_throughput(model, t, c, requests=2 * c if args.quick else 4 * c, **reps)],
+        "2": lambda: [bench_http_overhead(m, t, requests=6 if args.quick else 20, **reps) for m in dict.fromkeys([model, tiny])],
+        "3": lambda: [bench_batching(model, t, c, requests=2 * c if args.quick else 4 * c, **reps)],
+        "4": lambda: [bench_flops(model, t, batch=c, **reps)],
+    }
+    results = []
+    started = time.perf_counter()
+    for key in only:
+        for r in runs[key]():
+            _print_row(r)
+            results.append(r)
+    report = {
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out} ({report['seconds']} s)")
     return 0
 
 

@@ -19,12 +19,21 @@ from serving.limits import BodySizeLimit
 from serving.metrics import Metrics
 from serving.model import ServedModel
 from serving.observe import Observe
-from serving.routers import classify, embed, health, search
+from serving.routers import classify, embed, health, kserve, openai_embeddings, search
 from serving.routers import collections as collection_routes
 from serving.routers import models as model_routes
 from serving.settings import Settings
 
-ROUTERS = (embed.router, classify.router, search.router, collection_routes.router, model_routes.router, health.router)
+ROUTERS = (
+    embed.router,
+    classify.router,
+    search.router,
+    collection_routes.router,
+    model_routes.router,
+    health.router,
+    openai_embeddings.router,
+    kserve.router,
+)
 
 
 def create_app(

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
 from serving.context import note_error
+from serving.runtimes import RemoteRuntimeError
 from vistas.images import ImageError
 
 log = logging.getLogger("serving")
@@ -28,6 +29,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    502: "upstream_error",
     415: "unsupported_media_type",
     503: "unavailable",
 }
@@ -129,6 +131,9 @@ async def _shutting_down(request: Request, exc: ShuttingDown) -> JSONResponse:
 async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
     # nginx's 499: nobody reads this answer, but the access log and metrics say what happened.
     return error_response(499, "client_closed_request", str(exc))
+async def _remote_error(request: Request, exc: RemoteRuntimeError) -> JSONResponse:
+    log.error("remote runtime failed in %s %s: %s", request.method, request.url.path, exc)
+    return error_response(502, "upstream_error", f"The inference server behind vistas failed: {exc}")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -145,4 +150,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueTimeout, _queue_timeout)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(ClientGone, _client_gone)
+    app.add_exception_handler(RemoteRuntimeError, _remote_error)
     app.add_exception_handler(Exception, _unexpected)

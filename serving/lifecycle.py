@@ -50,6 +50,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
         cache_size=settings.classify_cache_size,
         batching=settings.batch_config(),
         observer=app.state.metrics.batch_observer,
+        runtime=settings.runtime,
     )
     app.state.metrics.watch_queues(models)
     app.state.models = models

@@ -157,28 +157,31 @@ def load_models(
     cache_size: int = 4096,
     batching=None,
     observer=None,
+    runtime: str = "onnx",
 ) -> dict[str, ServedModel]:
     """Bundle directories -> models by bundle name, in order (the first is the default).
 
     options:   `serving.runtime.OrtOptions` (threads / providers override its fields).
     batching:  a `serving.batching.BatchConfig`: each model gets its own batching queues.
     observer:  `observer(model_name)` -> a BatchStats callback (metrics), with batching.
+    runtime:   what runs the towers (`serving.runtimes`): "onnx" or "triton://HOST:PORT".
     """
     from serving.batching import BatchingRuntime
-    from serving.runtime import OnnxRuntime
+    from serving.runtimes import RuntimeOptions, open_runtime
 
+    opened_with = RuntimeOptions(ort=options, threads=threads, providers=providers, max_batch=max_batch)
     models: dict[str, ServedModel] = {}
     for bundle in bundles:
-        runtime = OnnxRuntime(bundle, options=options, threads=threads, providers=providers, max_batch=max_batch)
-        name = runtime.spec.name
+        rt = open_runtime(bundle, runtime, opened_with)
+        name = rt.spec.name
         if name in models:
             raise ValueError(
                 f"two bundles are named {name!r} ({models[name].runtime.bundle_dir} and {bundle}); "
                 "model names must be unique, re-export one under another name"
             )
         if batching is not None:
-            runtime = BatchingRuntime(runtime, batching, name=name, observer=observer(name) if observer else None)
-        models[name] = ServedModel(name, runtime, cache_size=cache_size)
+            rt = BatchingRuntime(rt, batching, name=name, observer=observer(name) if observer else None)
+        models[name] = ServedModel(name, rt, cache_size=cache_size)
     return models
 
 

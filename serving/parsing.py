@@ -54,6 +54,8 @@ async def read_json(request: Request) -> dict:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise APIError(400, "invalid_json", f"body: not valid JSON ({e}).") from None
+    except RecursionError:
+        raise APIError(400, "invalid_json", "body: the JSON nests too deeply.") from None
     if not isinstance(data, dict):
         raise APIError(400, "invalid_json", f"The body must be a JSON object, got {type(data).__name__}.")
     return data

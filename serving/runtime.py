@@ -30,6 +30,7 @@ from vistas.bundle import (
     MASK_INPUT,
     SHAPES_INPUT,
     TEXT_INPUT,
+    TOWER_ROLES,
     BundleSpec,
     load_bundle_spec,
 )
@@ -38,7 +39,7 @@ log = logging.getLogger("serving.runtime")
 
 Tower = Literal["image", "text"]
 TOWERS: tuple[Tower, ...] = ("image", "text")
-ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}  # tower -> bundle.json `files` key
+ROLES = TOWER_ROLES  # tower -> bundle.json `files` key
 
 
 class BundleMismatchError(ValueError):
@@ -147,7 +148,21 @@ def resolve_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
     return wanted + ["CPUExecutionProvider"]  # operators a GPU provider lacks fall back to CPU
 
 
-class OnnxRuntime:
+class BundleRuntime:
+    """What every runtime of a bundle shares: `dim`, and the input specs checked at start-up."""
+
+    spec: BundleSpec
+    _inputs: dict[str, list[TensorSpec]]
+
+    @property
+    def dim(self) -> int:
+        return self.spec.embed_dim
+
+    def inputs(self, tower: Tower) -> list[TensorSpec]:
+        return list(self._inputs[tower])
+
+
+class OnnxRuntime(BundleRuntime):
     """Image and text encoders of one bundle.
 
     options:    session options and execution providers (OrtOptions; default: CPU, all cores).
@@ -181,24 +196,11 @@ class OnnxRuntime:
             self._sessions[tower] = self._open(tower, session_options, self.providers)
             self._inputs[tower] = self._check(tower, expected_inputs(self.spec, tower))
 
-    @property
-    def dim(self) -> int:
-        return self.spec.embed_dim
-
-    def inputs(self, tower: Tower) -> list[TensorSpec]:
-        return list(self._inputs[tower])
-
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """{name: (B, ...) array} -> float32 (B, D), in chunks of `max_batch` rows."""
         feeds = check_feeds(self._inputs[tower], inputs, f"{tower} tower")
-        n = len(next(iter(feeds.values())))
-        out = np.empty((n, self.dim), np.float32)  # (B, D)
         session = self._sessions[tower]
-        for start in range(0, n, self.max_batch):
-            chunk = {k: v[start : start + self.max_batch] for k, v in feeds.items()}
-            (emb,) = session.run([EMBED_OUTPUT], chunk)
-            out[start : start + len(emb)] = emb
-        return out
+        return run_in_chunks(feeds, self.max_batch, self.dim, lambda chunk: session.run([EMBED_OUTPUT], chunk)[0])
 
     def _open(self, tower: Tower, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
         role = ROLES[tower]
@@ -260,3 +262,14 @@ def check_feeds(specs: list[TensorSpec], inputs: dict[str, np.ndarray], what: st
         batch = len(x)
         feeds[s.name] = x
     return feeds
+
+
+def run_in_chunks(feeds: dict[str, np.ndarray], step: int, dim: int, run) -> np.ndarray:
+    """Checked feeds -> float32 (B, dim), calling `run({name: (<=step, ...) array}) -> (rows, dim)`
+    on consecutive row chunks; peak memory stays that of one chunk."""
+    n = len(next(iter(feeds.values())))
+    out = np.empty((n, dim), np.float32)  # (B, D)
+    for start in range(0, n, step):
+        emb = run({k: v[start : start + step] for k, v in feeds.items()})
+        out[start : start + len(emb)] = emb
+    return out

@@ -102,6 +102,7 @@ class DrainingServer(uvicorn.Server):
 class LiveServer:
     url: str
     app: object
+    uvicorn: object = None  # the uvicorn.Server (its server_state lists open connections)
 
 
 @contextmanager
@@ -132,7 +133,7 @@ def running_server(
             raise RuntimeError(f"the server did not start and become ready within {timeout:.0f} s")
         time.sleep(0.02)
     try:
-        yield LiveServer(url=url, app=app)
+        yield LiveServer(url=url, app=app, uvicorn=srv)
     finally:
         if hasattr(getattr(app, "state", None), "phase"):  # a vistas app: /ready turns 503 first
             begin_drain(app)

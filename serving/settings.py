@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"  # json: one object per line, one line per request
 
+    # ---- what runs the towers (serving.runtimes) -------------------------------------------
+    # "onnx": onnxruntime in this process; "triton://HOST:PORT": a remote Triton / KServe v2 server.
+    runtime: str = "onnx"
+
     # ---- onnxruntime (serving.runtime.OrtOptions) -----------------------------------------
     threads: int | None = Field(None, ge=1)  # intra-op threads per session; None: one per physical core
     inter_op_threads: int = Field(1, ge=1)  # only used with execution_mode="parallel"
@@ -92,6 +96,14 @@ class Settings(BaseSettings):
     # balancers stop sending), then stops accepting and finishes what it has.
     shutdown_delay_s: float = Field(0.0, ge=0)
     shutdown_timeout_s: float = Field(30.0, gt=0)  # then in-flight requests are cut off
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        from serving.runtimes import parse_runtime
+
+        parse_runtime(v)  # ValueError naming the known runtimes
+        return v
 
     @field_validator("bundles", "providers", "api_keys", "public_paths", mode="before")
     @classmethod

@@ -35,6 +35,8 @@ FORMAT_VERSION = 2  # the newest format this vistas reads and writes
 IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings"
 # NaFlex image towers also take these (the names of transformers' Siglip2 processor outputs).
 MASK_INPUT, SHAPES_INPUT = "pixel_attention_mask", "spatial_shapes"
+# tower -> its graph's key in `files` (also the suffix of its KServe v2 / Triton model name)
+TOWER_ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class BundleSpec:
         default_factory=lambda: {"image_encoder": "image_encoder.onnx", "text_encoder": "text_encoder.onnx"}
     )
     parity: dict[str, float] = field(default_factory=dict)  # max abs diff onnx vs torch per tower
+    # Reduced-precision bundles only (export/quantize.py): method, cosine to fp32, eval change.
+    quantization: dict = field(default_factory=dict)
 
     @property
     def format_version(self) -> int:
@@ -92,7 +96,7 @@ class BundleSpec:
             "preprocess": self.preprocess.to_dict(),
             "files": dict(self.files),
             "parity": dict(self.parity),
-        }
+        } | ({"quantization": self.quantization} if self.quantization else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "BundleSpec":
@@ -112,6 +116,7 @@ class BundleSpec:
             space_id=d["space_id"],
             files=dict(d["files"]),
             parity=dict(d.get("parity", {})),
+            quantization=dict(d.get("quantization", {})),
         )
 
 

@@ -1,4 +1,4 @@
-"""The `vistas` command line: train | export | check-parity | eval | serve | index | demo | bench.
+"""The `vistas` command line: train | export | check-parity | eval | serve | index | deploy | demo | bench.
 
 Each subcommand imports its package lazily, so `vistas serve` never loads torch.
 """
@@ -23,10 +23,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.onnx_export import export_checkpoint
+    if args.quantize:
+        from export.quantize import export_quantized, format_report
 
-    spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor)
+        eval_config = None if args.eval_config == "none" else args.eval_config
+        spec = export_quantized(args.source, args.out, args.quantize, name=args.name, eval_config=eval_config,
+                                processor=args.processor)
+    else:
+        from export.onnx_export import export_checkpoint
+
+        spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor)
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
+    if spec.quantization:
+        print(format_report(spec.quantization))
     return 0
 
 
@@ -66,7 +75,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
-    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, settings_file=args.settings)
+    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, settings_file=args.settings,
+          **({"runtime": args.runtime} if args.runtime else {}))
     return 0
 
 
@@ -80,6 +90,25 @@ def _index_build(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     return 0 if report.indexed or not report.failed else 1
+
+
+def _deploy_triton(args: argparse.Namespace) -> int:
+    from deploy.triton_repo import TritonRepoConfig, write_triton_repository
+
+    cfg = TritonRepoConfig(
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        max_queue_delay_us=args.queue_delay_us,
+        instances=args.instances,
+        gpu=args.gpu,
+        backend=args.backend,
+        fp16=args.fp16,
+    )
+    for model_dir in write_triton_repository(args.bundle, args.out, cfg):
+        print(model_dir)
+    if args.backend == "tensorrt":
+        print(f"build the engines on the serving GPU with: bash {Path(args.out) / 'build_engines.sh'}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -114,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out")
     e.add_argument("--name", help="model name served as `model` (default: the run's or checkpoint's name)")
     e.add_argument("--processor", help=processor)
+    e.add_argument("--quantize", choices=["int8"], help="dynamic int8 graphs; reports cosine to fp32 and the eval change")
+    e.add_argument(
+        "--eval-config",
+        default="configs/siglip_shapes_digits.py",
+        help="with --quantize: recipe whose eval suites measure the change ('none': cosine on random inputs only)",
+    )
     e.set_defaults(func=_export)
 
     c = sub.add_parser("check-parity", help="vistas (PyTorch and exported ONNX) vs transformers, max abs diff per tower")
@@ -140,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML or JSON file of server settings (limits, batching, API keys, ...; see README); "
         "VISTAS_* environment variables override it",
     )
+    s.add_argument(
+        "--runtime",
+        help="what runs the towers: 'onnx' (here, the default) or 'triton://HOST:PORT' (a remote Triton or "
+        "KServe v2 server; preprocessing, classify and search stay here)",
+    )
     s.set_defaults(func=_serve)
 
     i = sub.add_parser("index", help="batch indexing jobs")
@@ -152,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_index_build)
+
+    dp = sub.add_parser("deploy", help="deployment files generated from a bundle")
+    dsub = dp.add_subparsers(dest="deploy_command", required=True)
+    tr = dsub.add_parser("triton", help="an NVIDIA Triton model repository (+ TensorRT engine commands)")
+    tr.add_argument("bundle")
+    tr.add_argument("out", help="model repository directory (tritonserver --model-repository OUT)")
+    tr.add_argument("--max-batch", type=int, default=32, help="max_batch_size; trtexec --maxShapes batch")
+    tr.add_argument("--opt-batch", type=int, default=8, help="trtexec --optShapes batch; a preferred batch size")
+    tr.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching max_queue_delay_microseconds")
+    tr.add_argument("--instances", type=int, default=1, help="model instances per device")
+    tr.add_argument("--gpu", action="store_true", help="KIND_GPU instance groups (onnxruntime backend)")
+    tr.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    tr.add_argument("--fp16", action="store_true", help="tensorrt: build fp16 engines")
+    tr.set_defaults(func=_deploy_triton)
 
     d = sub.add_parser("demo", help="export the bundled model, index a gallery and serve it")
     d.add_argument("--host", default="127.0.0.1")
@@ -167,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":  # bench/run.py parses its own options (REMAINDER misses a leading --flag)
+        args.rest = extra + args.rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:

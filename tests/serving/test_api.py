@@ -141,3 +141,16 @@ def test_upsert_replaces_and_other_space_conflicts(client: httpx.Client):
     assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"
     r = client.post("/v1/search", json={"collection": "replace", "text": "red", "model": "tiny-b"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"
+
+
+def test_server_connections_send_without_nagle_delay(server, client: httpx.Client):
+    """Every accepted connection has TCP_NODELAY: without it, Nagle held each response body
+    (uvicorn's second write) until the client's delayed ACK, ~40 ms per request."""
+    import socket
+
+    assert client.get("/health").status_code == 200  # keeps a connection open
+    connections = list(server.uvicorn.server_state.connections)
+    assert connections
+    for protocol in connections:
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -1,0 +1,156 @@
+"""What every benchmark shares: timing, a `vistas serve` subprocess, HTTP load, test images.
+
+The server runs as its own process (the CLI path users run), so the load generator's Python
+never competes with the server's for one GIL; the bench process stays idle while it waits.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each measurement over `rounds`, taken A, B, A, B...: on a shared machine, load
+    that comes and goes then hits every side alike instead of whichever ran during it."""
+    samples: dict[str, list[float]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for k, fn in measures.items():
+            samples[k].append(fn())
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def photos(n: int, fmt: str = "JPEG") -> list[bytes]:
+    """n encoded real photos (scikit-image's sample images, native sizes 300-1000 px), cycled."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat"]
+    out = []
+    for i in range(n):
+        arr = getattr(skimage.data, names[i % len(names)])()
+        img = Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
+        if i >= len(names):  # distinct bytes per request: no cache anywhere can shortcut a repeat
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if (i // len(names)) % 2 else img.rotate(i)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def client(url: str) -> httpx.Client:
+    """Keep-alive client with TCP_NODELAY: request headers and body leave at once."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(base_url=url, transport=transport, timeout=600)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(bundle: str | Path, threads: int, env: dict[str, str] | None = None, timeout: float = 300) -> Iterator[str]:
+    """`vistas serve BUNDLE` in a subprocess with `threads` onnxruntime threads -> its URL."""
+    port = _free_port()
+    full_env = {**os.environ, "VISTAS_THREADS": str(threads), "VISTAS_LOG_LEVEL": "warning", **(env or {})}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"`vistas serve {bundle}` exited with {proc.returncode}:\n{log.read().decode()[-2000:]}")
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"`vistas serve {bundle}` was not ready within {timeout:.0f} s")
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def sequential_latencies(url: str, bodies: list[dict], path: str = "/v1/embed", warmup: int = 3) -> list[float]:
+    """One request at a time on one keep-alive connection -> seconds per request."""
+    out = []
+    with client(url) as c:
+        for body in bodies[:warmup]:
+            c.post(path, json=body).raise_for_status()
+        for body in bodies:
+            t0 = time.perf_counter()
+            c.post(path, json=body).raise_for_status()
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def concurrent_throughput(url: str, bodies: list[dict], concurrency: int, path: str = "/v1/embed") -> float:
+    """`concurrency` clients, each on its own connection, share `bodies` -> requests per second.
+
+    Each client warms its connection first; the clock runs from the first timed request to the last answer.
+    """
+    lock, queue = threading.Lock(), list(reversed(bodies))
+    clients = [client(url) for _ in range(concurrency)]
+    for c in clients:
+        c.post(path, json=bodies[0]).raise_for_status()
+
+    def worker(c: httpx.Client) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            c.post(path, json=body).raise_for_status()
+
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(worker, clients))
+        return len(bodies) / (time.perf_counter() - t0)
+    finally:
+        for c in clients:
+            c.close()
