@@ -48,7 +48,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index.indexes import AUTO, IndexConfig, choose_factory, index_ids, knob_range, new_index, train, training_size
+from index.indexes import (
+    AUTO,
+    IndexConfig,
+    choose_factory,
+    index_ids,
+    is_lossy,
+    knob_range,
+    new_index,
+    train,
+    training_size,
+)
 from index.quality import exact_top_k, recall_at_k, tune_knob
 from index.search import IndexState, exact_scan, index_search, search_all, search_filtered
 from index.store import SQLITE_FILE, ItemStore
@@ -61,6 +71,7 @@ SNAPSHOT_MIN_OPS = 10_000
 COMPACT_FRACTION = 0.2
 COMPACT_MIN = 1000  # tombstones below this many are never worth a compaction
 RECALL_K = 10
+MAX_RERANK = 64  # candidates per result a lossy index may re-score to reach its target recall
 
 
 class SpaceMismatchError(ValueError):
@@ -211,6 +222,8 @@ class Collection:
         with self._lock:
             state = self._state
             params = {state.knob_name: state.knob_value} if state.knob_name else {}
+            if is_lossy(state.factory):
+                params["rerank_factor"] = state.rerank_factor
             return {
                 "name": self.name,
                 "count": self._count,
@@ -382,7 +395,6 @@ class Collection:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         q = _unit_rows(vectors, self.dim, "query vectors")  # (q, dim)
-        rerank = self.config.rerank_factor
         with self._lock:
             if self._deferred:  # the index is behind SQLite during a bulk load: scan SQLite exactly
                 scores, keys = exact_scan(self._store, q, int(k), filter)
@@ -390,11 +402,11 @@ class Collection:
                 allowed = self._store.match(filter)
                 if len(allowed) == 0 or len(q) == 0:
                     return [[] for _ in range(len(q))]
-                scores, keys = search_filtered(self._state, self._store, q, int(k), allowed, rerank, self._count)
+                scores, keys = search_filtered(self._state, self._store, q, int(k), allowed, self._count)
             else:
                 if self._count == 0 or len(q) == 0:
                     return [[] for _ in range(len(q))]
-                scores, keys = search_all(self._state, self._store, q, int(k), rerank, self._count)
+                scores, keys = search_all(self._state, self._store, q, int(k), self._count)
             found = self._store.lookup(np.unique(keys[keys >= 0]))
         results = []
         for row_scores, row_keys in zip(scores.tolist(), keys.tolist()):
@@ -468,6 +480,7 @@ class Collection:
             "metric": "inner_product",
             "index": state.factory,
             "knob": {state.knob_name: state.knob_value} if state.knob_name else {},
+            "rerank_factor": state.rerank_factor,
             "recall_at_10": state.recall,
             "built_for": state.built_for,
             "config": dataclasses.asdict(self.config),
@@ -513,25 +526,45 @@ def _tune(state: IndexState, store: ItemStore, config: IndexConfig, n: int) -> N
     if n == 0:
         state.recall = 1.0
         return
-    _, queries = store.sample_vectors(config.tune_queries, seed=1)
+    queries = _tuning_queries(store, config.tune_queries)
     k = min(RECALL_K, n)
     _, truth = exact_top_k(store.iter_vectors(), queries, k)
 
     def measure(value: int | None) -> float:
-        _, found = index_search(state, store, queries, k, rerank_factor=config.rerank_factor, knob_value=value)
+        _, found = index_search(state, store, queries, k, knob_value=value)
         return recall_at_k(found, truth, k)
 
+    state.rerank_factor = config.rerank_factor
     if state.knob_name is None:
         state.recall = measure(None)
         return
     low, high = knob_range(state.index)
-    state.knob_value, state.recall = tune_knob(measure, low, high, config.target_recall)
+    while True:
+        state.knob_value, state.recall = tune_knob(measure, low, high, config.target_recall)
+        # Codes too coarse for the target even when every list is scanned: re-score more candidates.
+        if state.recall >= config.target_recall or not is_lossy(state.factory) or state.rerank_factor >= MAX_RERANK:
+            break
+        state.rerank_factor *= 2
     if state.recall < config.target_recall:
         log.warning(
             "collection %s: %s reaches recall@10 %.3f at most (%s=%d), below the target %.2f; "
             "use a larger index (more PQ bytes, larger M) or 'Flat'",
             store.name, state.factory, state.recall, state.knob_name, state.knob_value, config.target_recall,
         )
+
+
+def _tuning_queries(store: ItemStore, n: int, seed: int = 1) -> np.ndarray:
+    """Queries like new data: sampled vectors moved, in a random direction, as far as each one's
+    nearest neighbour is. The sampled vectors themselves would be too easy: they sit in the
+    index, and a graph search lands right on them."""
+    keys, x = store.sample_vectors(n, seed=seed)  # (s, d)
+    if len(x) < 2:
+        return x
+    scores, _ = exact_top_k(store.iter_vectors(), x, 2)  # the first hit is the vector itself
+    radius = np.sqrt(np.clip(2 - 2 * scores[:, 1:2], 0, 4))  # (s, 1) distance to the nearest other
+    noise = np.random.default_rng(seed).normal(size=x.shape)
+    q = x + radius * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _apply(state: IndexState, store: ItemStore, added: np.ndarray, removed: np.ndarray) -> None:
@@ -576,7 +609,8 @@ def _load_snapshot(path: Path, store: ItemStore, info: dict | None) -> tuple[Ind
         return None, -1, f"snapshot is at log seq {seq}, beyond SQLite's {store.last_seq()}"
     knob = info.get("knob") or {}
     state = IndexState(index, str(info.get("index", "Flat")), knob_value=next(iter(knob.values()), None),
-                       recall=info.get("recall_at_10"), built_for=int(info.get("built_for", 0)))
+                       recall=info.get("recall_at_10"), built_for=int(info.get("built_for", 0)),
+                       rerank_factor=int(info.get("rerank_factor", IndexConfig.rerank_factor)))
     return state, seq, None
 
 

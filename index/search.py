@@ -41,6 +41,7 @@ class IndexState:
     knob_value: int | None = None  # tuned efSearch / nprobe (None: the index has no knob)
     recall: float | None = None  # recall@10 against exact search, measured when built
     built_for: int = 0  # items the index type was chosen for (auto re-chooses when that doubles)
+    rerank_factor: int = 4  # lossy types: candidates fetched per result, then re-scored exactly
 
     def __post_init__(self):
         self.tombstones: set[int] = set()  # keys the index holds whose items are deleted or replaced
@@ -86,7 +87,6 @@ def index_search(
     queries: np.ndarray,
     k: int,
     *,
-    rerank_factor: int,
     sel=None,
     widen: float = 1.0,
     knob_value: int | None = None,
@@ -96,7 +96,7 @@ def index_search(
     `widen` multiplies the tuned knob; `knob_value` overrides it (tuning).
     """
     lossy = is_lossy(state.factory)
-    depth = k * rerank_factor if lossy else k
+    depth = k * state.rerank_factor if lossy else k
     value = knob_value if knob_value is not None else state.knob_value
     if state.knob_name is not None:
         low, high = knob_range(state.index)
@@ -112,18 +112,18 @@ def index_search(
 
 def rerank(store: ItemStore, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores of each query's candidate keys (nq, c) from SQLite vectors; top k of them."""
-    keys, vectors = store.vectors_of(np.unique(candidates[candidates >= 0]))
-    row_of = {int(key): i for i, key in enumerate(keys)}
-    out_scores = np.full((len(queries), k), -np.inf, np.float32)
-    out_keys = np.full((len(queries), k), -1, np.int64)
-    for qi, (q, cand) in enumerate(zip(queries, candidates)):
-        rows = [row_of[c] for c in dict.fromkeys(cand.tolist()) if c in row_of]
-        if not rows:
-            continue
-        scores = vectors[rows] @ q  # (c,)
-        order = np.argsort(-scores, kind="stable")[:k]
-        out_scores[qi, : len(order)] = scores[order]
-        out_keys[qi, : len(order)] = keys[rows][order]
+    keys, vectors = store.vectors_of(np.unique(candidates[candidates >= 0]))  # (u,), (u, d)
+    if len(keys) == 0:
+        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+    order = np.argsort(keys)
+    keys, vectors = keys[order], vectors[order]
+    rows = np.clip(np.searchsorted(keys, candidates), 0, len(keys) - 1)  # (nq, c)
+    valid = (candidates >= 0) & (keys[rows] == candidates)  # dead keys are not in `keys`
+    scores = np.einsum("qcd,qd->qc", vectors[rows], queries)
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out_scores = np.take_along_axis(scores, top, axis=1)
+    out_keys = np.where(np.isfinite(out_scores), np.take_along_axis(candidates, top, axis=1), -1)
     return out_scores, out_keys
 
 
@@ -156,18 +156,18 @@ def exact_scan(store: ItemStore, queries: np.ndarray, k: int, filter: dict | Non
 
 
 def search_filtered(
-    state: IndexState, store: ItemStore, queries: np.ndarray, k: int, allowed: np.ndarray, rerank_factor: int, total: int
+    state: IndexState, store: ItemStore, queries: np.ndarray, k: int, allowed: np.ndarray, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k among the `allowed` keys (live items matching a filter); see the module docstring."""
     k = min(k, len(allowed))
     if state.exact:
         sel = faiss.IDSelectorBatch(allowed)
-        return index_search(state, store, queries, k, rerank_factor=rerank_factor, sel=sel)
-    if len(allowed) <= max(EXACT_FILTER_MAX, k * rerank_factor):
+        return index_search(state, store, queries, k, sel=sel)
+    if len(allowed) <= max(EXACT_FILTER_MAX, k * state.rerank_factor):
         return exact_search(queries, *store.vectors_of(allowed), k)
     sel = faiss.IDSelectorBatch(allowed)
     widen = max(1.0, total / len(allowed))
-    scores, keys = index_search(state, store, queries, k, rerank_factor=rerank_factor, sel=sel, widen=widen)
+    scores, keys = index_search(state, store, queries, k, sel=sel, widen=widen)
     short = (keys >= 0).sum(axis=1) < k
     if short.any():
         vectors_of_allowed = store.vectors_of(allowed)
@@ -176,19 +176,19 @@ def search_filtered(
 
 
 def search_all(
-    state: IndexState, store: ItemStore, queries: np.ndarray, k: int, rerank_factor: int, total: int
+    state: IndexState, store: ItemStore, queries: np.ndarray, k: int, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k among all live items: the index minus its tombstones, widened then exact when short."""
     k = min(k, total)
     sel = state.tombstone_selector()
     ntotal = max(1, state.index.ntotal)
     widen = ntotal / max(1, ntotal - len(state.tombstones))
-    scores, keys = index_search(state, store, queries, k, rerank_factor=rerank_factor, sel=sel, widen=widen)
+    scores, keys = index_search(state, store, queries, k, sel=sel, widen=widen)
     short = (keys >= 0).sum(axis=1) < k
     for factor in (4, 16):
         if not short.any() or state.knob_name is None:
             break
-        s, key = index_search(state, store, queries[short], k, rerank_factor=rerank_factor, sel=sel, widen=widen * factor)
+        s, key = index_search(state, store, queries[short], k, sel=sel, widen=widen * factor)
         scores[short], keys[short] = s, key
         short = (keys >= 0).sum(axis=1) < k
     if short.any():

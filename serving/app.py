@@ -16,12 +16,20 @@ from index import Collections
 from serving.errors import install_error_handlers
 from serving.limits import BodySizeLimit
 from serving.model import ServedModel, load_models
-from serving.routers import classify, embed, health, search
+from serving.routers import classify, embed, health, page, search
 from serving.routers import collections as collection_routes
 from serving.routers import models as model_routes
 from serving.settings import Settings
 
-ROUTERS = (embed.router, classify.router, search.router, collection_routes.router, model_routes.router, health.router)
+ROUTERS = (
+    embed.router,
+    classify.router,
+    search.router,
+    collection_routes.router,
+    model_routes.router,
+    health.router,
+    page.router,
+)
 
 
 def create_app(
