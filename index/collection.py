@@ -137,7 +137,9 @@ class Collection:
             factory, index = "Flat", new_index("Flat", dim)
         path.mkdir(parents=True, exist_ok=True)
         store = ItemStore.create(path / SQLITE_FILE, dim=dim, space_id=space_id, name=name or path.name)
-        collection = cls(path, store, IndexState(index, factory, recall=1.0), config, snapshot_seq=0)
+        state = IndexState(index, factory)
+        state.recall = 1.0 if state.exact else None  # an approximate index is measured when built
+        collection = cls(path, store, state, config, snapshot_seq=0)
         collection.flush()
         return collection
 
@@ -221,7 +223,7 @@ class Collection:
         """The body of `GET /v1/collections/{name}`."""
         with self._lock:
             state = self._state
-            params = {state.knob_name: state.knob_value} if state.knob_name else {}
+            params = {state.knob_name: state.knob_value} if state.knob_value is not None else {}
             if is_lossy(state.factory):
                 params["rerank_factor"] = state.rerank_factor
             return {
