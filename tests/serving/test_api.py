@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import httpx
 import numpy as np
+from PIL import Image
 from support.tiny_bundle import COLOR_RGB, DIM, png
 
 
@@ -100,12 +102,33 @@ def test_items_search_delete(client: httpx.Client):
     r = client.post("/v1/collections/colors/items", json={"items": items})
     assert r.status_code == 200, r.text
     assert r.json() == {"collection": "colors", "upserted": 4}
-    assert client.get("/v1/collections/colors").json() == {
+    info = client.get("/v1/collections/colors").json()
+    assert info == {
         "name": "colors",
         "count": 4,
         "space": client.get("/v1/models").json()["models"][0]["space"],
-        "index": "IDMap2,Flat",
+        "index": "Flat",
+        "dim": DIM,
+        "params": {},
+        "recall_at_10": 1.0,
+        "target_recall": 0.95,
+        "tombstones": 0,
     }
+    assert info in client.get("/v1/collections").json()["collections"]
+    item = client.get("/v1/collections/colors/items/v1", params={"vector": "true"}).json()
+    assert item == {"id": "v1", "metadata": {}, "vector": [0.0] * (DIM - 1) + [1.0]}  # stored normalised
+    assert client.get("/v1/collections/colors/items/g1").json() == {"id": "g1", "metadata": {"kind": "image"},
+                                                                     "vector": None}
+    missing = client.get("/v1/collections/colors/items/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "item_not_found"
+    # items added as images keep a thumbnail; the others have none
+    thumb = client.get("/v1/collections/colors/images/r1")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    rgb = np.asarray(Image.open(io.BytesIO(thumb.content)).convert("RGB"), dtype=float)
+    assert rgb.shape == (20, 20, 3) and np.abs(rgb - COLOR_RGB["red"]).max() < 8  # small images stay their size
+    for id, code in (("b-text", "no_image"), ("v1", "no_image"), ("nope", "item_not_found")):
+        r = client.get(f"/v1/collections/colors/images/{id}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == code
 
     def search(**query) -> list[dict]:
         r = client.post("/v1/search", json={"collection": "colors", **query})
@@ -125,6 +148,7 @@ def test_items_search_delete(client: httpx.Client):
     assert client.delete("/v1/collections/colors/items/r1").json()["deleted"] == 0
     assert "r1" not in {h["id"] for h in search(text="red", k=10)}
     assert client.get("/v1/collections/colors").json()["count"] == 3
+    assert client.get("/v1/collections/colors/images/r1").status_code == 404  # the thumbnail went with it
     # Ids are often file paths.
     client.post("/v1/collections/colors/items", json={"items": [{"id": "dir/x.png", "text": "red"}]})
     assert client.delete("/v1/collections/colors/items/dir/x.png").json()["deleted"] == 1

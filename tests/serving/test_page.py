@@ -1,0 +1,115 @@
+"""The search page at `/` in a real headless Chromium against a real uvicorn server.
+
+Chromium loads `/?q=red&collection=...`, the page's JavaScript lists the collections, searches and
+draws the result grid. Checked two ways: the DOM after the scripts ran (the results, best first,
+with scores), and a screenshot (the red thumbnail is actually drawn, and is absent before a search).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from support.live_server import running_server
+from support.tiny_bundle import COLOR_RGB, DIM, png
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--window-size=1000,700", "--virtual-time-budget=20000",
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed; `make install` installs it when run as root (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run_chromium(args: list[str], tmp_path) -> str:
+    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+class Results(HTMLParser):
+    """(id, score, has_thumbnail_img) of each result card in a dumped DOM, in page order."""
+
+    def __init__(self):
+        super().__init__()
+        self.cards: list[list] = []
+        self.state = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "figure" and "result" in attrs.get("class", ""):
+            self.cards.append([attrs["data-id"], float(attrs["data-score"]), False])
+        elif tag == "img" and attrs.get("class") == "thumb" and self.cards:
+            self.cards[-1][2] = True
+        elif tag == "main":
+            self.state = attrs.get("data-state")
+
+
+def red_pixels(path) -> int:
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+    return int(((rgb[..., 0] > 230) & (rgb[..., 1] < 30) & (rgb[..., 2] < 30)).sum())
+
+
+@pytest.fixture(scope="module")
+def page_server(bundles, tmp_path_factory):
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path_factory.mktemp("page_index")), threads=1)
+    with running_server(create_app(settings)) as live:
+        items = [
+            {"id": f"shapes/{name}.png", "image": base64.b64encode(png(rgb, (40, 30))).decode(), "metadata": {"c": name}}
+            for name, rgb in COLOR_RGB.items()
+        ]
+        items.append({"id": "only-a-vector", "vector": [1.0] * DIM})
+        r = httpx.post(f"{live.url}/v1/collections/gallery/items", json={"items": items}, timeout=30)
+        assert r.status_code == 200, r.text
+        yield live
+
+
+def test_page_and_static_files_are_served(page_server):
+    html = httpx.get(page_server.url + "/")
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/search.js">' in html.text and "http" not in html.text.replace("http-equiv", "")
+    assert httpx.get(page_server.url + "/static/search.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(page_server.url + "/static/search.css").status_code == 200
+    assert httpx.get(page_server.url + "/static/../serving/app.py").status_code == 404
+
+
+def test_search_page_shows_results_in_chromium(page_server, tmp_path):
+    expected = httpx.post(page_server.url + "/v1/search",
+                          json={"collection": "gallery", "text": "red", "k": 24}).json()["results"]
+    assert expected[0]["id"] == "shapes/red.png"
+    url = f"{page_server.url}/?q=red&collection=gallery"
+
+    dom = Results()
+    dom.feed(run_chromium(["--dump-dom", url], tmp_path))
+    assert dom.state == "done"
+    assert [c[0] for c in dom.cards] == [r["id"] for r in expected]  # all four, best first
+    np.testing.assert_allclose([c[1] for c in dom.cards], [r["score"] for r in expected], atol=1e-6)
+    assert all(has_img for id, _, has_img in dom.cards if id != "only-a-vector")  # thumbnails for images
+    assert not [c for c in dom.cards if c[0] == "only-a-vector"][0][2]  # a placeholder for the vector item
+
+    before, after = tmp_path / "before.png", tmp_path / "after.png"
+    run_chromium([f"--screenshot={before}", f"{page_server.url}/?collection=gallery"], tmp_path)
+    run_chromium([f"--screenshot={after}", url], tmp_path)
+    assert red_pixels(before) == 0
+    assert red_pixels(after) > 60 * 60  # the red thumbnail, drawn ~150 px wide in the first cell
