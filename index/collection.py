@@ -252,14 +252,14 @@ class Collection:
         *,
         space_id: str | None = None,
         thumbnails: list[bytes | None] | None = None,
-        job: tuple[str, dict] | None = None,
+        jobs: dict[str, object] | None = None,
     ) -> int:
         """Insert new ids, replace existing ones (vector, metadata, thumbnail). Returns len(ids).
 
         Returns after the write is committed to the log (durable). vectors: (n, dim), normalised
         here. Duplicate ids within one call are refused: which of two rows should win is the
         caller's decision. `space_id`, when given, must be the collection's (SpaceMismatchError).
-        `thumbnails`: JPEG bytes or None per id. `job`: (name, state) saved in the same commit.
+        `thumbnails`: JPEG bytes or None per id. `jobs`: {name: JSON state} saved in the same commit.
         """
         if space_id is not None:
             self.check_space(space_id)
@@ -270,10 +270,10 @@ class Collection:
         metadata = _check_metadata(ids, metadata)
         if thumbnails is not None and len(thumbnails) != len(ids):
             raise ValueError(f"got {len(ids)} ids but {len(thumbnails)} thumbnails")
-        if not ids and job is None:
+        if not ids and not jobs:
             return 0
         with self._lock:
-            keys, dead = self._store.upsert(ids, x, metadata, thumbnails, job)  # committed: acknowledged
+            keys, dead = self._store.upsert(ids, x, metadata, thumbnails, jobs)  # committed: acknowledged
             self._count += len(keys) - len(dead)
             if not self._deferred:
                 self._state.bury(dead)
@@ -296,13 +296,18 @@ class Collection:
             self._after_write()
         return len(keys)
 
-    def save_job(self, name: str, state: dict) -> None:
-        with self._lock:
-            self._store.save_job(name, state)
-
-    def job_state(self, name: str) -> dict | None:
+    def job_state(self, name: str):
+        """A batch job's saved progress (see index/build.py), or None."""
         with self._lock:
             return self._store.job_state(name)
+
+    def job_states(self, prefix: str) -> list:
+        with self._lock:
+            return self._store.job_states(prefix)
+
+    def delete_jobs(self, prefix: str) -> None:
+        with self._lock:
+            self._store.delete_jobs(prefix)
 
     @contextmanager
     def bulk_load(self, config: IndexConfig | None = None):

@@ -199,9 +199,19 @@ class ItemStore:
             keys = np.sort(np.random.default_rng(seed).choice(keys, size=n, replace=False))
         return self.vectors_of(keys)
 
-    def job_state(self, name: str) -> dict | None:
+    def job_state(self, name: str):
         row = self._conn.execute("SELECT state FROM jobs WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def job_states(self, prefix: str) -> list:
+        """States of the jobs whose names start with `prefix`, in name order."""
+        rows = self._conn.execute("SELECT name, state FROM jobs WHERE substr(name, 1, ?) = ? ORDER BY name",
+                                  (len(prefix), prefix)).fetchall()
+        return [json.loads(state) for _, state in rows]
+
+    def delete_jobs(self, prefix: str) -> None:
+        with _transaction(self._conn):
+            self._conn.execute("DELETE FROM jobs WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
 
     # --- writes (each one transaction; the commit is the durability point) ---
 
@@ -211,13 +221,13 @@ class ItemStore:
         vectors: np.ndarray,
         metadata: list[dict],
         thumbnails: list[bytes | None] | None = None,
-        job: tuple[str, dict] | None = None,
+        jobs: dict[str, object] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Insert or replace items. Returns (new keys of all ids in order, keys that died).
 
         A replaced id gets a new key; its old key is logged as removed. `thumbnails` (one per id,
-        None for none) replace the ids' thumbnails; `job` = (name, state) is saved in the same
-        transaction, so a batch job's progress and its items are durable together.
+        None for none) replace the ids' thumbnails; `jobs` ({name: JSON state}) are saved in the
+        same transaction, so a batch job's progress and its items are durable together.
         """
         blobs = [np.ascontiguousarray(v, dtype=_VECTOR_DTYPE).tobytes() for v in vectors]
         texts = [_dump_metadata(id, m) for id, m in zip(ids, metadata)]
@@ -232,8 +242,8 @@ class ItemStore:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", [(i, t) for i, t in zip(ids, thumbnails) if t is not None]
             )
-            if job is not None:
-                self._save_job(*job)
+            for name, state in (jobs or {}).items():
+                self._save_job(name, state)
         return keys, dead
 
     def delete(self, ids: list[str]) -> np.ndarray:
@@ -245,7 +255,7 @@ class ItemStore:
                 self._conn.execute(f"DELETE FROM thumbnails WHERE id IN ({_marks(chunk)})", chunk)
         return keys
 
-    def save_job(self, name: str, state: dict) -> None:
+    def save_job(self, name: str, state) -> None:
         with _transaction(self._conn):
             self._save_job(name, state)
 
@@ -259,7 +269,7 @@ class ItemStore:
             self._conn.execute(f"DELETE FROM items WHERE key IN ({_marks(chunk)})", chunk)
         self._conn.executemany("INSERT INTO wal (key, op) VALUES (?, ?)", [(int(k), OP_REMOVE) for k in keys])
 
-    def _save_job(self, name: str, state: dict) -> None:
+    def _save_job(self, name: str, state) -> None:
         self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (name, json.dumps(state)))
 
     def _decode(self, blob: bytes) -> np.ndarray:
