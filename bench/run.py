@@ -1,6 +1,7 @@
 """`make bench` / `vistas bench`: speed as ratios against a baseline run in the same process.
 
     vistas bench [--bundle models/siglip-shapes-digits/bundle] [--out build/bench.json]
+    vistas bench index [--quick] [--n 1000000]     # bench/index_bench.py: search + batch indexing
 
 1. image-embedding throughput: vistas' onnxruntime runtime vs the same checkpoint in
    PyTorch eager, same inputs, same thread count;
@@ -84,6 +85,10 @@ def bench_http_overhead(model_dir: Path, threads: int, requests: int = 50) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "index":
+        from bench.index_bench import main as index_main
+
+        return index_main(argv[1:])
     p = argparse.ArgumentParser(prog="vistas bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="directory with checkpoint/ and bundle/")
     p.add_argument("--threads", type=int, default=2)

@@ -7,6 +7,7 @@ import io
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from support.tiny_bundle import COLOR_RGB, DIM, png
 
@@ -165,3 +166,28 @@ def test_upsert_replaces_and_other_space_conflicts(client: httpx.Client):
     assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"
     r = client.post("/v1/search", json={"collection": "replace", "text": "red", "model": "tiny-b"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "space_mismatch"
+
+
+def test_sdk_collection_methods(server):
+    import asyncio
+
+    from clients import AsyncClient, Client, NotFoundError
+
+    with Client(server.url) as vs:
+        items = [{"id": "s/1", "vector": [1.0] + [0.0] * (DIM - 1), "metadata": {"n": 1}},
+                 {"id": "s/2", "image": png(COLOR_RGB["green"]), "metadata": {"n": 2}}]
+        assert vs.add_items(items, collection="sdk") == 2
+        assert vs.count("sdk") == 2
+        item = vs.get_item("s/1", collection="sdk", vector=True)
+        assert (item.id, item.metadata, item.vector) == ("s/1", {"n": 1}, [1.0] + [0.0] * (DIM - 1))
+        assert vs.get_item("s/2", collection="sdk").vector is None
+        with pytest.raises(NotFoundError):
+            vs.get_item("nope", collection="sdk")
+        info = {c.name: c for c in vs.list_collections()}["sdk"]
+        assert (info.count, info.index, info.dim, info.recall_at_10) == (2, "Flat", DIM, 1.0)
+
+    async def run():
+        async with AsyncClient(server.url) as avs:
+            return await avs.count("sdk"), (await avs.get_item("s/2", collection="sdk")).metadata
+
+    assert asyncio.run(run()) == (2, {"n": 2})
