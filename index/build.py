@@ -52,6 +52,9 @@ _EXAMPLES = 20
 
 
 class ImageEmbedder(Protocol):
+    """What the job needs of a model. A `serving.model.ServedModel` also offers `image_inputs` and
+    `runtime`: the job then preprocesses in its decode threads and runs the batch tensors itself."""
+
     dim: int
     space_id: str
 
@@ -93,6 +96,7 @@ class Row:
     metadata: dict
     vector: np.ndarray | None = None  # (D,) unit float32
     thumbnail: bytes | None = None
+    inputs: dict | None = None  # the model's input tensors for this image, (1, ...) each
     error: str | None = None  # why a bad item has no vector
     code: str | None = None  # the error's machine-readable code ("missing_file", "invalid_image", ...)
 
@@ -238,17 +242,17 @@ def local_rows(units: list[Unit], start: int, model: ImageEmbedder, config: Buil
     with ThreadPoolExecutor(config.workers, thread_name_prefix="decode") as pool:
         for unit_index in range(start, len(units)):
             rows: list[Row] = []
-            for batch in _decoded_batches(iter_unit(units[unit_index]), pool, config):
+            for batch in _decoded_batches(iter_unit(units[unit_index]), pool, config, model):
                 rows += embed_batch(model, batch)
             yield unit_index, rows
 
 
-def _decoded_batches(items: Iterator[Item], pool: ThreadPoolExecutor, config: BuildConfig) -> Iterator[list]:
+def _decoded_batches(items: Iterator[Item], pool: ThreadPoolExecutor, config: BuildConfig, model) -> Iterator[list]:
     """Batches of decode results; the next batch decodes while the caller embeds this one."""
     pending = None
     for batch in iter(lambda: list(islice(items, config.batch_size)), []):
         futures = [pool.submit(decode_item, item.id, item.caption, item.metadata, item.read if item.error is None
-                               else item.error, config) for item in batch]
+                               else item.error, config, model) for item in batch]
         if pending is not None:
             yield [f.result() for f in pending]
         pending = futures
@@ -256,8 +260,13 @@ def _decoded_batches(items: Iterator[Item], pool: ThreadPoolExecutor, config: Bu
         yield [f.result() for f in pending]
 
 
-def decode_item(id: str, caption, metadata: dict, data, config: BuildConfig) -> tuple[Row, Image.Image | None]:
-    """(row without vector, image) or (row with error, None). `data`: bytes, a reader, or an error."""
+def decode_item(
+    id: str, caption, metadata: dict, data, config: BuildConfig, model=None
+) -> tuple[Row, Image.Image | None]:
+    """(row without vector, image) or (row with error, None). `data`: bytes, a reader, or an error.
+
+    With a model that has `image_inputs`, the image is also preprocessed here (in the calling
+    decode thread), so the model's thread only runs the network."""
     row = Row(id=id, caption=caption, metadata=metadata)
     try:
         if isinstance(data, Exception):
@@ -265,6 +274,8 @@ def decode_item(id: str, caption, metadata: dict, data, config: BuildConfig) -> 
         image = decode_image(data() if callable(data) else data, max_pixels=config.max_pixels)
         if config.thumbnails:
             row.thumbnail = make_thumbnail(image)
+        if hasattr(model, "image_inputs") and hasattr(model, "runtime"):
+            row.inputs = model.image_inputs([image])
         return row, image
     except Exception as e:  # noqa: BLE001 - by contract nothing an item does stops the job
         row.code, row.error = getattr(e, "code", type(e).__name__), str(e)
@@ -275,10 +286,25 @@ def embed_batch(model: ImageEmbedder, decoded: Iterable[tuple[Row, Image.Image |
     decoded = list(decoded)
     ok = [(row, image) for row, image in decoded if image is not None]
     if ok:
-        vectors = model.embed_images([image for _, image in ok])  # (n, D), L2-normalised
+        batched = _stack_inputs([row.inputs for row, _ in ok])
+        if batched is not None:
+            vectors = model.runtime.run("image", batched)  # (n, D), L2-normalised
+        else:
+            vectors = model.embed_images([image for _, image in ok])
         for (row, _), v in zip(ok, vectors):
             row.vector = np.asarray(v, dtype=np.float32)
+            row.inputs = None
     return [row for row, _ in decoded]
+
+
+def _stack_inputs(per_image: list[dict | None]) -> dict | None:
+    """Per-image input tensors -> one batch, or None when they do not stack (then embed_images)."""
+    if not per_image or any(x is None for x in per_image):
+        return None
+    names = per_image[0].keys()
+    if any(x.keys() != names or any(x[n].shape != per_image[0][n].shape for n in names) for x in per_image):
+        return None  # e.g. variable-resolution inputs: the model batches them itself
+    return {n: np.concatenate([x[n] for x in per_image]) for n in names}
 
 
 # --- embedding shards ----------------------------------------------------------

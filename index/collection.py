@@ -530,7 +530,8 @@ def _build(store: ItemStore, config: IndexConfig, factory: str | None) -> IndexS
 
 def _tune(state: IndexState, store: ItemStore, config: IndexConfig, n: int) -> None:
     """Set the knob to the smallest value reaching config.target_recall; record the recall."""
-    if n == 0:
+    state.rerank_factor = config.rerank_factor
+    if n == 0 or state.exact:  # a flat scan is exact search: recall 1 by construction
         state.recall = 1.0
         return
     queries = _tuning_queries(store, config.tune_queries)
@@ -541,8 +542,7 @@ def _tune(state: IndexState, store: ItemStore, config: IndexConfig, n: int) -> N
         _, found = index_search(state, store, queries, k, knob_value=value)
         return recall_at_k(found, truth, k)
 
-    state.rerank_factor = config.rerank_factor
-    if state.knob_name is None:
+    if state.knob_name is None:  # an exhaustive scan of lossy codes (e.g. "PQ16"): measured
         state.recall = measure(None)
         return
     low, high = knob_range(state.index)

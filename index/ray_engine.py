@@ -49,7 +49,7 @@ class EmbedActor:
 
         decoded = [
             decode_item(rec["id"], rec["caption"], json.loads(rec["metadata"]),
-                        _SourceFailure(rec["code"], rec["error"]) if rec["code"] else rec["data"], self.config)
+                        _SourceFailure(rec["code"], rec["error"]) if rec["code"] else rec["data"], self.config, self.model)
             for rec in batch.to_pylist()
         ]
         rows = embed_batch(self.model, decoded)
