@@ -20,6 +20,7 @@ SQLite vectors, so every returned score is the true cosine similarity.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -30,6 +31,20 @@ from index.quality import exact_top_k
 from index.store import ItemStore
 
 EXACT_FILTER_MAX = 4096
+# FAISS parallelises over queries with OpenMP; for a handful of queries the fork/join costs more
+# than the search (measured: HNSW at 29k x 512, one query: 0.5 ms on 1 thread, 16 ms on 2 under load).
+SERIAL_BELOW = 16
+
+
+@contextmanager
+def omp_threads(n: int):
+    """OpenMP threads for FAISS calls made by this thread (the setting is per calling thread)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass
@@ -104,7 +119,11 @@ def index_search(
         if state.knob_name == "efSearch":
             value = max(value, depth)
     params = search_params(state.index, value, sel)
-    scores, keys = state.index.search(queries, depth, params=params)  # (nq, depth)
+    if len(queries) < SERIAL_BELOW:
+        with omp_threads(1):
+            scores, keys = state.index.search(queries, depth, params=params)  # (nq, depth)
+    else:
+        scores, keys = state.index.search(queries, depth, params=params)
     if lossy:
         return rerank(store, queries, keys, k)
     return scores, keys
