@@ -29,6 +29,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.report import print_and_save
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "models" / "siglip-shapes-digits" / "bundle"
 
@@ -52,6 +54,7 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def bench_search(n: int, dim: int, factory: str, queries: int, flat_queries: int, workdir: Path) -> dict:
     from index import Collection, IndexConfig
+    from index.search import omp_threads
 
     data = list(clustered_unit_vectors(n + queries, dim))
     x = np.concatenate(data)
@@ -83,10 +86,11 @@ def bench_search(n: int, dim: int, factory: str, queries: int, flat_queries: int
     p50, p99 = _percentiles(times)
 
     flat_times = []
-    for row in q[:flat_queries]:
-        t = time.perf_counter()
-        flat.search(row[None], 10)
-        flat_times.append(time.perf_counter() - t)
+    with omp_threads(1):  # as Collection.search runs single queries (see index/search.py)
+        for row in q[:flat_queries]:
+            t = time.perf_counter()
+            flat.search(row[None], 10)
+            flat_times.append(time.perf_counter() - t)
     flat_p50, flat_p99 = _percentiles(flat_times)
 
     snapshot = workdir / "bench" / json.loads((workdir / "bench" / "collection.json").read_text())["snapshot"]
@@ -176,12 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_search(args.n, args.dim, args.factory, args.queries, args.flat_queries, Path(tmp)))
         if "batch" not in args.skip:
             results.append(bench_batch_indexing(args.bundle, args.images, args.batch_size, args.threads, Path(tmp)))
-    for r in results:
-        fields = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "name")
-        print(f"{r['name']}: {fields}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print_and_save(results, args.out, digits=3)
     return 0
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.report import print_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "siglip-shapes-digits"
@@ -95,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
     args = p.parse_args(argv or [])
     results = [bench_runtime_vs_torch(args.model, args.threads), bench_http_overhead(args.model, args.threads)]
-    for r in results:
-        fields = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "name")
-        print(f"{r['name']:<40} {fields}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print_and_save(results, args.out)
     return 0
 
 

@@ -55,6 +55,9 @@ _TABLES = {
 
 # Stay well under SQLite's bound-parameter limit (32766 since 3.32) in `IN (...)` lists.
 _CHUNK = 900
+# A row holds its vector inline; with 4 KB pages a 2 KB vector (d=512) leaves room for no second
+# row, and half of every page is wasted. 16 KB pages hold seven.
+PAGE_SIZE = 16384
 _VECTOR_DTYPE = np.dtype("<f4")
 
 
@@ -83,7 +86,7 @@ class ItemStore:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"{path} already exists; open it with Collection.open or pick another directory")
-        conn = _connect(path)
+        conn = _connect(path, page_size=PAGE_SIZE)
         settings = {"schema_version": SCHEMA_VERSION, "dim": dim, "space_id": space_id, "name": name}
         with _transaction(conn):  # schema and settings land together or not at all
             for statement in _TABLES.values():
@@ -292,10 +295,12 @@ def _dump_metadata(id: str, metadata: dict) -> str:
         raise ValueError(f"metadata of item {id!r} is not JSON (a dict of str/number/bool/list/dict): {e}") from None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, page_size: int | None = None) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
     # server calls from worker threads, and Collection holds a lock around every call.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    if page_size:  # only before the first table and before WAL mode
+        conn.execute(f"PRAGMA page_size = {int(page_size)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
