@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import os
 import time
@@ -338,6 +339,30 @@ def write_shard(path: Path, rows: list[Row], space_id: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def import_shards(directory: str | Path, out_dir: str | Path, collection: str = "default",
+                  index: IndexConfig | None = None) -> dict:
+    """Build a collection from embedding shards (ours, or any with the same three columns).
+
+    Shard by shard into SQLite (one transaction each), then the index once: trained on a sample,
+    filled batch by batch, so no more than a shard of raw vectors is ever in memory. Every shard
+    must carry the same embedding space. Returns the collection's info().
+    """
+    shards = read_shards(directory)
+    first = next(shards, None)
+    if first is None:
+        raise FileNotFoundError(f"no part-*.parquet shards in {directory}")
+    ids, vectors, _, space = first
+    if not space:
+        raise ValueError(f"{directory}: shards carry no vistas.space_id; they were not written by vistas")
+    with Collections(out_dir) as collections:
+        coll = collections.get_or_create(collection, vectors.shape[1], space, index)
+        with coll.bulk_load(index):
+            for ids, vectors, metadata, shard_space in itertools.chain([first], shards):
+                keep = sorted({id: i for i, id in enumerate(ids)}.values())  # an id repeated: the last wins
+                coll.upsert([ids[i] for i in keep], vectors[keep], [metadata[i] for i in keep], space_id=shard_space)
+        return coll.info()
 
 
 def read_shards(directory: str | Path) -> Iterator[tuple[list[str], np.ndarray, list[dict], str]]:

@@ -79,6 +79,13 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0 if report.indexed or not report.failed else 1
 
 
+def _index_import(args: argparse.Namespace) -> int:
+    from index.build import import_shards
+
+    print(json.dumps(import_shards(args.shards, args.out, args.collection, _index_config(args)), indent=2))
+    return 0
+
+
 def _index_rebuild(args: argparse.Namespace) -> int:
     from index import Collection
 
@@ -158,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     index_options(b)
     b.set_defaults(func=_index_build)
+
+    m = isub.add_parser("import", help="build a collection from embedding shards (part-*.parquet), trained once")
+    m.add_argument("--shards", required=True, help="directory of part-*.parquet (e.g. from --embeddings-out)")
+    m.add_argument("--out", required=True)
+    m.add_argument("--collection", default="default")
+    index_options(m)
+    m.set_defaults(func=_index_import)
 
     r = isub.add_parser("rebuild", help="rebuild a collection's index (re-choose its type, compact, re-tune)")
     r.add_argument("collection_dir", help="INDEX_DIR/<collection>")

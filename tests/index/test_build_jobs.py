@@ -200,3 +200,24 @@ def test_ray_engine_builds_the_same_index_as_the_local_engine(tmp_path, bundle, 
         assert la.get("default").info() == ra.get("default").info()
         thumbs = ra.get("default").thumbnail("d0/img0000.png")
         assert thumbs is not None and thumbs == la.get("default").thumbnail("d0/img0000.png")
+
+
+def test_import_shards_builds_the_same_collection(tmp_path, model):
+    """Shards from one job -> a collection elsewhere, with an IVF-PQ index trained once."""
+    src = image_folder(tmp_path / "src", 60)
+    build_index(str(src), tmp_path / "idx", model, unit_size=16, progress=False, embeddings_out=str(tmp_path / "emb"))
+    from index import IndexConfig
+    from index.build import import_shards
+
+    info = import_shards(tmp_path / "emb", tmp_path / "imported", "copy", IndexConfig(factory="IVF4,PQ4x4"))
+    assert info["count"] == 60 and info["index"] == "IVF4,PQ4x4" and info["recall_at_10"] >= 0.95
+    original, copy = collection_state(tmp_path / "idx"), collection_state(tmp_path / "imported", "copy")
+    assert original.keys() == copy.keys()
+    for id in original:
+        assert original[id][0] == copy[id][0]
+        np.testing.assert_allclose(original[id][1], copy[id][1], atol=1e-6)
+    other = build_bundle(tmp_path / "other", "other", seed=3)
+    build_index(str(src), tmp_path / "x", load_model(str(other)), progress=False, embeddings_out=str(tmp_path / "emb2"))
+    with pytest.raises(ValueError, match="space"):  # shards of another model never mix in
+        import_shards(tmp_path / "emb2", tmp_path / "imported", "copy")
+    assert collection_state(tmp_path / "imported", "copy").keys() == original.keys()
