@@ -8,9 +8,13 @@ with scores), and a screenshot (the red thumbnail is actually drawn, and is abse
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
+import select
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 
 import httpx
@@ -113,3 +117,89 @@ def test_search_page_shows_results_in_chromium(page_server, tmp_path):
     run_chromium([f"--screenshot={after}", url], tmp_path)
     assert red_pixels(before) == 0
     assert red_pixels(after) > 60 * 60  # the red thumbnail, drawn ~150 px wide in the first cell
+
+
+class DevTools:
+    """Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON
+    messages separated by NUL on fds 3 and 4), so no websocket library is needed."""
+
+    def __init__(self, tmp_path):
+        to_chrome, self._write = os.pipe()
+        self._read, from_chrome = os.pipe()
+
+        def child_fds():  # the protocol's fixed descriptors: commands on 3, replies on 4
+            os.dup2(to_chrome, 3)
+            os.dup2(from_chrome, 4)
+
+        cmd = [chromium(), *CHROMIUM_FLAGS[:-1], f"--user-data-dir={tmp_path / 'cdp-profile'}",
+               "--remote-debugging-pipe", "about:blank"]
+        self.proc = subprocess.Popen(cmd, preexec_fn=child_fds, close_fds=False,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer, self._id, self.session = b"", 0, None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def call(self, method: str, **params) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if self.session and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no DevTools answer to {method} in 60 s"
+                self._buffer += os.read(self._read, 1 << 20)
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                return reply["result"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.05)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self._write)
+        os.close(self._read)
+
+
+def test_dropping_an_image_searches_by_image(page_server, tmp_path):
+    blue = png(COLOR_RGB["blue"], (30, 30))
+    (tmp_path / "query.png").write_bytes(blue)
+    expected = httpx.post(page_server.url + "/v1/search", json={
+        "collection": "gallery", "image": base64.b64encode(blue).decode(), "k": 24}).json()["results"]
+    assert expected[0]["id"] == "shapes/blue.png"
+    browser = DevTools(tmp_path)
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"{page_server.url}/?collection=gallery")
+        browser.wait_for("document.getElementById('collection').value === 'gallery'")
+        box = browser.evaluate("JSON.stringify(document.getElementById('drop').getBoundingClientRect())")
+        box = json.loads(box)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        data = {"items": [], "files": [str(tmp_path / "query.png")], "dragOperationsMask": 1}
+        for kind in ("dragEnter", "dragOver", "drop"):  # a real drag and drop onto the drop zone
+            browser.call("Input.dispatchDragEvent", type=kind, x=x, y=y, data=data)
+        browser.wait_for("document.getElementById('results').dataset.state === 'done'")
+        ids = json.loads(browser.evaluate(
+            "JSON.stringify([...document.querySelectorAll('.result')].map(e => e.dataset.id))"))
+        assert ids == [r["id"] for r in expected]
+        assert browser.evaluate("document.getElementById('query-image').hidden") is False  # the query is shown
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=int)
+        blue_pixels = ((rgb[..., 2] > 230) & (rgb[..., 0] < 30) & (rgb[..., 1] < 30)).sum()
+        assert blue_pixels > 60 * 60  # the blue thumbnail is drawn first in the grid
+    finally:
+        browser.close()
