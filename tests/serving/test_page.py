@@ -197,6 +197,8 @@ def test_dropping_an_image_searches_by_image(page_server, tmp_path):
             "JSON.stringify([...document.querySelectorAll('.result')].map(e => e.dataset.id))"))
         assert ids == [r["id"] for r in expected]
         assert browser.evaluate("document.getElementById('query-image').hidden") is False  # the query is shown
+        browser.wait_for("[...document.querySelectorAll('.result img.thumb')].length === 3 && "
+                         "[...document.querySelectorAll('.result img.thumb')].every(i => i.complete && i.naturalWidth)")
         shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=int)
         blue_pixels = ((rgb[..., 2] > 230) & (rgb[..., 0] < 30) & (rgb[..., 1] < 30)).sum()
