@@ -6,16 +6,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 import vistas
 from index import Collections
+from serving.admission import Admission
+from serving.auth import APIKeys, BearerAuth
 from serving.errors import install_error_handlers
+from serving.lifecycle import LOADING, lifespan_for
 from serving.limits import BodySizeLimit
-from serving.model import ServedModel, load_models
+from serving.metrics import Metrics
+from serving.model import ServedModel
+from serving.observe import Observe
 from serving.routers import classify, embed, health, page, search
 from serving.routers import collections as collection_routes
 from serving.routers import models as model_routes
@@ -48,39 +51,31 @@ def create_app(
         )
     if models is not None and not isinstance(models, dict):
         models = {m.name: m for m in models}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        state = app.state
-        if state.models is None:
-            state.models = await run_in_threadpool(
-                load_models,
-                settings.bundles,
-                threads=settings.threads,
-                providers=settings.providers,
-                max_batch=settings.inference_batch_size,
-                cache_size=settings.classify_cache_size,
-            )
-        owned = state.collections is None and settings.index_dir is not None
-        if owned:
-            state.collections = await run_in_threadpool(Collections, settings.index_dir)
-        try:
-            yield
-        finally:
-            if owned:
-                state.collections.close()  # writes the FAISS snapshots: a fast start next time
+    keys = APIKeys(settings.api_keys, settings.api_keys_file)  # a bad keys file fails here, at start
 
     app = FastAPI(
         title="vistas",
         version=vistas.__version__,
         summary="Embed, zero-shot classify and search images and texts with SigLIP-family models.",
-        lifespan=lifespan,
+        lifespan=lifespan_for(settings),
     )
     app.state.settings = settings
     app.state.models = models
     app.state.collections = collections
+    app.state.metrics = Metrics()
+    app.state.phase = LOADING
     install_error_handlers(app)
+    # Innermost first: each add_middleware wraps everything added before it.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Admission,
+        public_paths=settings.public_paths,
+        max_concurrent=settings.max_concurrent_requests,
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+    )
+    app.add_middleware(BearerAuth, keys=keys, public_paths=settings.public_paths)
+    app.add_middleware(Observe, metrics=app.state.metrics)
     for router in ROUTERS:
         app.include_router(router)
     return app

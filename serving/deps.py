@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError, check_name
+from serving.context import current_request
 from serving.errors import APIError
 from serving.model import ServedModel
 from serving.settings import Settings
@@ -17,8 +18,16 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_models(request: Request) -> dict[str, ServedModel]:
-    """Models by name, in bundle order: the first is the default."""
-    return request.app.state.models
+    """Models by name, in bundle order: the first is the default. 503 while they load."""
+    models = request.app.state.models
+    if models is None:
+        raise APIError(
+            503,
+            "not_ready",
+            "The models are still loading; retry shortly (GET /ready answers 200 once they are in).",
+            headers={"Retry-After": "1"},
+        )
+    return models
 
 
 def get_collections(request: Request) -> Collections:
@@ -40,6 +49,13 @@ CollectionsDep = Annotated[Collections, Depends(get_collections)]
 
 def pick_model(models: dict[str, ServedModel], name: str | None, *, space_id: str | None = None) -> ServedModel:
     """The named model; unnamed: the first model of `space_id` if given, else the default model."""
+    model = _pick(models, name, space_id)
+    if (ctx := current_request()) is not None:
+        ctx.model = model.name  # for the access log
+    return model
+
+
+def _pick(models: dict[str, ServedModel], name: str | None, space_id: str | None) -> ServedModel:
     if name is not None:
         if name not in models:
             raise APIError(

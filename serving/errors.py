@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
+from serving.context import note_error
 from vistas.images import ImageError
 
 log = logging.getLogger("serving")
@@ -38,8 +40,8 @@ class APIError(StarletteHTTPException):
     """An error the client can act on. Subclasses Starlette's HTTPException so that
     FastAPI's body parsing and middlewares pass it through untouched."""
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(status_code=status, detail=message)
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.code = code
         self.message = message
 
@@ -49,6 +51,8 @@ def error_body(code: str, message: str) -> dict:
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    """The one way errors leave the server; the code is noted for the access log and metrics."""
+    note_error(code)
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
@@ -83,7 +87,7 @@ def validation_message(errors: list[dict]) -> str:
 
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -110,6 +114,23 @@ async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
     return error_response(err.status_code, err.code, err.message)
 
 
+async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+    return error_response(429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
+async def _queue_timeout(request: Request, exc: QueueTimeout) -> JSONResponse:
+    return error_response(503, "queue_timeout", str(exc), headers={"Retry-After": "1"})
+
+
+async def _shutting_down(request: Request, exc: ShuttingDown) -> JSONResponse:
+    return error_response(503, "shutting_down", str(exc), headers={"Connection": "close"})
+
+
+async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+    # nginx's 499: nobody reads this answer, but the access log and metrics say what happened.
+    return error_response(499, "client_closed_request", str(exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "The server failed to handle this request; it has been logged.")
@@ -120,4 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(QueueTimeout, _queue_timeout)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

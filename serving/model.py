@@ -16,8 +16,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from PIL import Image
 
-from vistas.bundle import IMAGE_INPUT, TEXT_INPUT, BundleSpec
-from vistas.images import preprocess_batch
+from vistas.bundle import TEXT_INPUT, BundleSpec
+from vistas.inputs import image_inputs
 from vistas.tokenizer import Tokenizer
 
 # The label alone plus CLIP's most common ImageNet prompt. Clients with a domain
@@ -73,13 +73,19 @@ class ServedModel:
     def dim(self) -> int:
         return self.spec.embed_dim
 
+    def close(self) -> None:
+        """Release the runtime; a batching runtime first finishes every queued request."""
+        if (close := getattr(self.runtime, "close", None)) is not None:
+            close()
+
     @property
     def space_id(self) -> str:
         return self.spec.space_id
 
     def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
-        """RGB PIL images -> the image tower's named input tensors, batch first."""
-        return {IMAGE_INPUT: preprocess_batch(list(images), self.spec.preprocess.image)}  # (B, 3, H, W)
+        """RGB PIL images -> the image tower's named input tensors, batch first: pixels
+        (B, 3, H, W), or NaFlex patches, mask and spatial shapes (`vistas.inputs`)."""
+        return image_inputs(images, self.spec.preprocess.image)
 
     def text_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Strings -> the text tower's named input tensors, batch first."""
@@ -144,23 +150,34 @@ class ServedModel:
 def load_models(
     bundles: Sequence[str],
     *,
+    options=None,
     threads: int | None = None,
     providers: list[str] | None = None,
     max_batch: int = 32,
     cache_size: int = 4096,
+    batching=None,
+    observer=None,
 ) -> dict[str, ServedModel]:
-    """Bundle directories -> models by bundle name, in order (the first is the default)."""
+    """Bundle directories -> models by bundle name, in order (the first is the default).
+
+    options:   `serving.runtime.OrtOptions` (threads / providers override its fields).
+    batching:  a `serving.batching.BatchConfig`: each model gets its own batching queues.
+    observer:  `observer(model_name)` -> a BatchStats callback (metrics), with batching.
+    """
+    from serving.batching import BatchingRuntime
     from serving.runtime import OnnxRuntime
 
     models: dict[str, ServedModel] = {}
     for bundle in bundles:
-        runtime = OnnxRuntime(bundle, threads=threads, providers=providers, max_batch=max_batch)
+        runtime = OnnxRuntime(bundle, options=options, threads=threads, providers=providers, max_batch=max_batch)
         name = runtime.spec.name
         if name in models:
             raise ValueError(
                 f"two bundles are named {name!r} ({models[name].runtime.bundle_dir} and {bundle}); "
                 "model names must be unique, re-export one under another name"
             )
+        if batching is not None:
+            runtime = BatchingRuntime(runtime, batching, name=name, observer=observer(name) if observer else None)
         models[name] = ServedModel(name, runtime, cache_size=cache_size)
     return models
 

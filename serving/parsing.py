@@ -149,11 +149,12 @@ def unit_vector(values: list[float], dim: int, where: str) -> np.ndarray:
     """A client vector -> float32 (dim,), L2-normalised, as every embedding we store and compare."""
     if len(values) != dim:
         raise APIError(422, "dimension_mismatch", f"{where} has {len(values)} values; this space has dim {dim}.")
-    v = np.asarray(values, dtype=np.float64)  # f64: large values must not overflow the norm
-    norm = float(np.linalg.norm(v))
-    if not math.isfinite(norm) or norm == 0.0:
+    v = np.asarray(values, dtype=np.float64)
+    scale = float(np.max(np.abs(v))) if len(v) else 0.0
+    if not math.isfinite(scale) or scale == 0.0:
         raise APIError(422, "invalid_vector", f"{where} must be finite and non-zero.")
-    return (v / norm).astype(np.float32)
+    v = v / scale  # the norm of huge (1e300) but finite values does not overflow
+    return (v / np.linalg.norm(v)).astype(np.float32)
 
 
 def decode_images(blobs: list[tuple[str, bytes]], max_pixels: int) -> list[Image.Image]:

@@ -16,14 +16,25 @@ request threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, BundleSpec, load_bundle_spec
+from vistas.bundle import (
+    EMBED_OUTPUT,
+    IMAGE_INPUT,
+    MASK_INPUT,
+    SHAPES_INPUT,
+    TEXT_INPUT,
+    BundleSpec,
+    load_bundle_spec,
+)
+
+log = logging.getLogger("serving.runtime")
 
 Tower = Literal["image", "text"]
 TOWERS: tuple[Tower, ...] = ("image", "text")
@@ -45,6 +56,13 @@ def expected_inputs(spec: BundleSpec, tower: Tower) -> list[TensorSpec]:
     """The tensors a bundle's tower takes, derived from its preprocessing spec."""
     if tower == "image":
         img = spec.preprocess.image
+        if img.mode == "naflex":  # see vistas.naflex
+            n, dim = img.max_num_patches, img.patch_size * img.patch_size * 3
+            return [
+                TensorSpec(IMAGE_INPUT, "float32", (None, n, dim)),
+                TensorSpec(MASK_INPUT, "int32", (None, n)),
+                TensorSpec(SHAPES_INPUT, "int64", (None, 2)),
+            ]
         return [TensorSpec(IMAGE_INPUT, "float32", (None, 3, img.height, img.width))]
     return [TensorSpec(TEXT_INPUT, "int64", (None, spec.preprocess.text.length))]
 
@@ -53,12 +71,87 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int3
               "tensor(bool)": "bool", "tensor(float16)": "float16"}
 
 
+@dataclass(frozen=True)
+class OrtOptions:
+    """onnxruntime session options (see onnxruntime's "Tune performance" guide).
+
+    intra_op_threads:   threads inside one operator (a MatMul); None: onnxruntime's
+                        default, one per physical core. With several models or towers
+                        running at once, give each a share of the cores.
+    inter_op_threads:   threads running independent operators at once; only used in
+                        "parallel" execution mode. The towers are single chains of
+                        operators, so "sequential" with 1 is right for them.
+    graph_optimization: "disable" | "basic" (constant folding, redundant nodes) |
+                        "extended" (+ fusions: attention, GELU, LayerNorm) | "all" (+ layout).
+    memory_arena:       keep a CPU memory arena (fast allocations; holds memory at its peak).
+    memory_pattern:     plan allocations from the first run's shapes (helps fixed shapes).
+    providers:          execution providers in priority order; "auto" = CUDA when this
+                        onnxruntime build has it, else CPU. See `resolve_providers`.
+    """
+
+    intra_op_threads: int | None = None
+    inter_op_threads: int = 1
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    memory_arena: bool = True
+    memory_pattern: bool = True
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = _GRAPH_LEVELS[self.graph_optimization]
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if self.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        options.inter_op_num_threads = self.inter_op_threads
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        options.enable_cpu_mem_arena = self.memory_arena
+        options.enable_mem_pattern = self.memory_pattern
+        return options
+
+
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+
+
+def resolve_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
+    """Requested execution providers -> the ones this onnxruntime build has, CPU always last.
+
+    "auto" asks for CUDA when available. A provider this build does not have (CUDA on the
+    CPU wheel, on a machine without a GPU) is dropped with a warning, so one configuration
+    runs on GPU and CPU nodes alike; a name onnxruntime does not know at all is an error.
+    """
+    known, available = set(ort.get_all_providers()), ort.get_available_providers()
+    wanted: list[str] = []
+    for name in requested:
+        names = _GPU_PROVIDERS if name == "auto" else (name,)
+        for n in names:
+            if n not in known:
+                raise ValueError(
+                    f"unknown onnxruntime execution provider {n!r}; use 'auto' or some of {sorted(known)}"
+                )
+            if n not in available:
+                if name != "auto":
+                    log.warning("execution provider %s is not available in this onnxruntime build; skipped", n)
+                continue
+            if n not in wanted:
+                wanted.append(n)
+    if "CPUExecutionProvider" in wanted:
+        wanted.remove("CPUExecutionProvider")
+    return wanted + ["CPUExecutionProvider"]  # operators a GPU provider lacks fall back to CPU
+
+
 class OnnxRuntime:
     """Image and text encoders of one bundle.
 
-    threads:    intra-op threads per session (None: onnxruntime's default, all cores).
-    providers:  onnxruntime execution providers (default CPU only, so results do not
-                depend on which GPU packages happen to be installed).
+    options:    session options and execution providers (OrtOptions; default: CPU, all cores).
+    threads, providers: shortcuts that override `options.intra_op_threads` / `.providers`.
     max_batch:  larger inputs run in chunks of this many rows, bounding peak memory.
     """
 
@@ -66,6 +159,7 @@ class OnnxRuntime:
         self,
         bundle_dir: str | Path,
         *,
+        options: OrtOptions | None = None,
         threads: int | None = None,
         providers: list[str] | None = None,
         max_batch: int = 32,
@@ -73,16 +167,18 @@ class OnnxRuntime:
         self.bundle_dir = Path(bundle_dir)
         self.spec: BundleSpec = load_bundle_spec(self.bundle_dir)
         self.max_batch = max_batch
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.inter_op_num_threads = 1  # the towers are single chains; parallelism is intra-op
+        options = options or OrtOptions()
         if threads:
-            options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
+            options = replace(options, intra_op_threads=threads)
+        if providers:
+            options = replace(options, providers=tuple(providers))
+        self.options = options
+        self.providers = resolve_providers(options.providers)
+        session_options = options.session_options()
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._inputs: dict[str, list[TensorSpec]] = {}
         for tower in TOWERS:
-            self._sessions[tower] = self._open(tower, options, providers)
+            self._sessions[tower] = self._open(tower, session_options, self.providers)
             self._inputs[tower] = self._check(tower, expected_inputs(self.spec, tower))
 
     @property

@@ -101,7 +101,7 @@ class SearchRequest(StrictModel):
     text: str | None = None
     image: str | None = Field(None, description="Base64 image.")
     vector: list[float] | None = None
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, description="Results wanted; at most the server's max_k (default 1000).")
     filter: Metadata | None = Field(
         None,
         description='Metadata filter: {"key": value} equality, {"key": {"$in": [...]}}, '

@@ -1,8 +1,19 @@
-"""`vistas serve`: run the app under uvicorn; `running_server` for a server inside a process."""
+"""`vistas serve`: run the app under uvicorn; `running_server` for a server inside a process.
+
+Graceful shutdown on SIGTERM (or Ctrl-C):
+1. /ready turns 503 `draining` at once (serving.lifecycle.begin_drain);
+2. for `shutdown_delay_s` the server keeps accepting and serving, so load balancers that
+   poll /ready stop sending before the listening socket closes;
+3. uvicorn stops accepting, finishes every request it has accepted (those waiting in a
+   batching queue included), for at most `shutdown_timeout_s`;
+4. the lifespan drains the batching queues, releases the runtimes, snapshots the indexes;
+   the process exits 0. A second signal during 2 skips the rest of the delay.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -10,27 +21,81 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import uvicorn
+
+from serving.lifecycle import begin_drain
+
+log = logging.getLogger("serving")
+
 
 def serve(
     bundles: list[str],
     index_dir: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = None,
+    port: int | None = None,
+    settings_file: str | None = None,
     **settings_overrides,
 ) -> None:
     """Serve `bundles` (the first is the default model) and the collections under `index_dir`.
 
     `settings_overrides` are `serving.settings.Settings` fields (max_body_bytes=..., threads=...);
-    fields not given come from VISTAS_* environment variables, then the defaults.
+    fields not given come from VISTAS_* environment variables, then the settings file
+    (`settings_file` or $VISTAS_SETTINGS_FILE), then the defaults.
     """
-    import uvicorn
-
     from serving.app import create_app
+    from serving.logs import configure_logging
     from serving.settings import Settings
 
-    settings = Settings(bundles=list(bundles), index_dir=index_dir, host=host, port=port, **settings_overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    given = {"index_dir": index_dir, "host": host, "port": port}
+    overrides = {"bundles": list(bundles), **{k: v for k, v in given.items() if v is not None}, **settings_overrides}
+    settings = Settings.from_file(settings_file, **overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # ours (configure_logging)
+        access_log=False,  # serving.observe logs one structured line per request instead
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
+    server = DrainingServer(config, app, delay_s=settings.shutdown_delay_s)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the lifespan failed (its error is logged above)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT starts a drain (see the module docstring).
+
+    uvicorn re-raises the signal it caught once it has shut down, so the process would die
+    of SIGTERM; a drained shutdown is a clean exit, so the signal is not recorded.
+    """
+
+    def __init__(self, config: uvicorn.Config, app, *, delay_s: float = 0.0):
+        super().__init__(config)
+        self.app = app
+        self.delay_s = delay_s
+        self._timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._timer is not None or self.should_exit:  # a second signal: stop waiting
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a third Ctrl-C gives up on the requests in flight
+            self.should_exit = True
+            return
+        begin_drain(self.app)
+        if self.delay_s > 0:
+            log.info("draining: still serving for %.1f s (shutdown_delay_s), then finishing", self.delay_s)
+            self._timer = threading.Timer(self.delay_s, self._stop)
+            self._timer.start()
+        else:
+            self.should_exit = True
+
+    def _stop(self) -> None:
+        self.should_exit = True
 
 
 @dataclass
@@ -40,24 +105,45 @@ class LiveServer:
 
 
 @contextmanager
-def running_server(app, *, host: str = "127.0.0.1", timeout: float = 60) -> Iterator[LiveServer]:
-    """A real uvicorn server for `app` on a free port, in a background thread (tests, benchmarks)."""
-    import uvicorn
+def running_server(
+    app, *, host: str = "127.0.0.1", timeout: float = 60, wait_ready: bool = True
+) -> Iterator[LiveServer]:
+    """A real uvicorn server for `app` on a free port, in a background thread (tests, benchmarks).
 
-    sock = socket.socket()
+    Returns once /ready stops answering 503 (models loaded), or once listening without
+    `wait_ready`; on exit the app drains like on SIGTERM.
+    """
+    import httpx
+
+    # IPPROTO_TCP given explicitly: asyncio sets TCP_NODELAY only on sockets whose `proto` says
+    # TCP, and a bare socket.socket() says 0; without it, Nagle's algorithm and delayed ACKs
+    # add ~40 ms to every keep-alive request.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))  # the OS picks a free port; uvicorn serves on this very socket
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
-    while not srv.started:
+    while not (srv.started and (not wait_ready or _ready(httpx, url))):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start within {timeout:.0f} s")
+            srv.should_exit = True
+            raise RuntimeError(f"the server did not start and become ready within {timeout:.0f} s")
         time.sleep(0.02)
     try:
-        yield LiveServer(url=f"http://{host}:{port}", app=app)
+        yield LiveServer(url=url, app=app)
     finally:
+        if hasattr(getattr(app, "state", None), "phase"):  # a vistas app: /ready turns 503 first
+            begin_drain(app)
         srv.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def _ready(httpx, url: str) -> bool:
+    try:
+        status = httpx.get(f"{url}/ready", timeout=5).status_code
+    except httpx.TransportError:
+        return False
+    return status != 503  # 200, or an app without /ready (404) or behind auth (401)

@@ -1,4 +1,9 @@
-"""Server settings: environment variables with the `VISTAS_` prefix, or explicit values.
+"""Server settings: explicit values, `VISTAS_*` environment variables, a settings file, defaults.
+
+Precedence, highest first: values given in code (`Settings(...)`, `vistas serve` flags),
+environment variables (`VISTAS_MAX_TEXTS=64`), the settings file (TOML or JSON, named by
+`VISTAS_SETTINGS_FILE` or `vistas serve --settings FILE`, keys are the field names below),
+then the defaults. Every field is listed with its meaning in README.md ("Settings").
 
 `get_settings()` reads the environment once per process (the CLI path);
 `create_app(settings)` always takes its settings explicitly, so tests build
@@ -7,32 +12,69 @@ apps with their own limits.
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vistas.images import DEFAULT_MAX_PIXELS
 
+ENV_PREFIX = "VISTAS_"
+SETTINGS_FILE_ENV = "VISTAS_SETTINGS_FILE"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VISTAS_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    # What to serve. The first bundle is the default model; VISTAS_BUNDLES="a,b" or '["a","b"]'.
+    # ---- what to serve ------------------------------------------------------------------
+    # The first bundle is the default model; VISTAS_BUNDLES="a,b" or '["a","b"]'.
     bundles: Annotated[list[str], NoDecode] = Field(default_factory=list)
     index_dir: str | None = None  # one sub-directory per collection; None: collection routes answer 503
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"  # json: one object per line, one line per request
 
-    # Inference. onnxruntime uses all cores when threads is None.
-    threads: int | None = Field(None, ge=1)
+    # ---- onnxruntime (serving.runtime.OrtOptions) -----------------------------------------
+    threads: int | None = Field(None, ge=1)  # intra-op threads per session; None: one per physical core
+    inter_op_threads: int = Field(1, ge=1)  # only used with execution_mode="parallel"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    memory_arena: bool = True
+    memory_pattern: bool = True
+    # Priority order; "auto" = CUDA when this onnxruntime build has it. CPU is always the fallback.
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    inference_batch_size: int = Field(32, ge=1)  # larger requests run in chunks of this many
+    inference_batch_size: int = Field(32, ge=1)  # one model call runs at most this many rows (chunks)
     classify_cache_size: int = Field(4096, ge=0)  # label embeddings kept per model (0: no cache)
 
-    # Request limits: what a single request may ask for. Errors name the limit that was hit.
+    # ---- dynamic batching across requests (serving.batching) ------------------------------
+    batching: bool = True
+    batch_max_size: int = Field(32, ge=1)  # rows per batched model call
+    # How long the oldest request may wait for others to join its batch. 0: batches form only
+    # from requests that queued while the model was busy, which costs no latency at low load;
+    # raise it (2-10 ms) where a larger batch is almost free (GPUs).
+    batch_max_delay_ms: float = Field(0.0, ge=0)
+    batch_queue_size: int = Field(64, ge=1)  # requests waiting per model and tower; beyond: 429
+    batch_timeout_s: float = Field(30.0, gt=0)  # longest wait in a queue; beyond: 503 queue_timeout
+
+    # ---- auth and admission ---------------------------------------------------------------
+    # API keys: none configured = no auth. VISTAS_API_KEYS="k1,k2"; a file holds one key per line.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys_file: str | None = None
+    # Paths answered without a key (and without rate limits): probes, scrapes, the API docs.
+    public_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics", "/docs", "/openapi.json"]
+    )
+    rate_limit_per_s: float | None = Field(None, gt=0)  # per key (or per client address without keys)
+    rate_limit_burst: int | None = Field(None, ge=1)  # bucket size; None: max(1, 2 x the rate)
+    max_concurrent_requests: int = Field(256, ge=1)  # requests in progress; beyond: 429 server_busy
+
+    # ---- request limits: what a single request may ask for --------------------------------
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)  # 20 MB: a handful of full-size photos
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # decompression-bomb guard, from the header
     max_batch_images: int = Field(64, ge=1)
@@ -41,21 +83,84 @@ class Settings(BaseSettings):
     max_labels: int = Field(1000, ge=1)  # ImageNet-1k fits in one request
     max_templates: int = Field(100, ge=1)  # CLIP's ImageNet ensemble uses 80
     max_items: int = Field(1000, ge=1)  # items per upsert request
+    max_k: int = Field(1000, ge=1)  # search results per request
 
-    @field_validator("bundles", "providers", mode="before")
+    # ---- lifecycle --------------------------------------------------------------------------
+    # Load models after the server listens: /health answers at once, /ready is 503 until loaded.
+    load_in_background: bool = False
+    # After SIGTERM: /ready turns 503 at once, the server keeps serving this long (so load
+    # balancers stop sending), then stops accepting and finishes what it has.
+    shutdown_delay_s: float = Field(0.0, ge=0)
+    shutdown_timeout_s: float = Field(30.0, gt=0)  # then in-flight requests are cut off
+
+    @field_validator("bundles", "providers", "api_keys", "public_paths", mode="before")
     @classmethod
     def _split_list(cls, v):
         """Environment strings: a JSON list or comma-separated values."""
         if isinstance(v, str):
-            import json
-
             v = v.strip()
             if v.startswith("["):
                 return json.loads(v)
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
+    def ort_options(self):
+        """The onnxruntime part as `serving.runtime.OrtOptions`."""
+        from serving.runtime import OrtOptions
+
+        return OrtOptions(
+            intra_op_threads=self.threads,
+            inter_op_threads=self.inter_op_threads,
+            execution_mode=self.execution_mode,
+            graph_optimization=self.graph_optimization,
+            memory_arena=self.memory_arena,
+            memory_pattern=self.memory_pattern,
+            providers=tuple(self.providers),
+        )
+
+    def batch_config(self):
+        """The batching part as `serving.batching.BatchConfig`, or None when batching is off."""
+        from serving.batching import BatchConfig
+
+        if not self.batching:
+            return None
+        return BatchConfig(
+            max_batch_size=self.batch_max_size,
+            max_delay_ms=self.batch_max_delay_ms,
+            queue_size=self.batch_queue_size,
+            timeout_s=self.batch_timeout_s,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, **overrides) -> Settings:
+        """Settings from a TOML/JSON file (default: $VISTAS_SETTINGS_FILE), under env vars and `overrides`."""
+        path = path or os.environ.get(SETTINGS_FILE_ENV)
+        if not path:
+            return cls(**overrides)
+        values = read_settings_file(path)
+        # Values given here beat the environment; the environment beats the file.
+        from_file = {k: v for k, v in values.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
+        return cls(**{**from_file, **overrides})
+
+
+def read_settings_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read the settings file {path}: {e}") from None
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"settings file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"settings file {path} must hold a table/object of settings, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"settings file {path} has unknown settings {unknown}; see README.md (Settings)")
+    return values
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.from_file()

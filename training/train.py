@@ -27,8 +27,9 @@ from training.models import build_model
 from training.plots import plot_metrics
 from training.tokenizer_train import train_tokenizer
 from vistas.bundle import Preprocess
-from vistas.images import ImageSpec, preprocess_batch
-from vistas.tokenizer import Tokenizer
+from vistas.images import ImageSpec
+from vistas.inputs import image_inputs
+from vistas.tokenizer import TextSpec, Tokenizer
 
 
 def warmup_cosine(step: int, *, total: int, warmup: int) -> float:
@@ -57,8 +58,8 @@ class Encoders:
 
     @torch.no_grad()
     def images(self, pil_images) -> np.ndarray:
-        x = torch.from_numpy(preprocess_batch(list(pil_images), self.spec))
-        return self.model.encode_image(x).numpy()
+        inputs = {k: torch.from_numpy(v) for k, v in image_inputs(list(pil_images), self.spec).items()}
+        return self.model.encode_image_inputs(inputs).numpy()
 
     @torch.no_grad()
     def texts(self, texts) -> np.ndarray:
@@ -75,35 +76,62 @@ def run_evals(model, tokenizer: Tokenizer, image_spec: ImageSpec, suites: list) 
     return out
 
 
+def _from_scratch(
+    config: Config, tok_dir: Path, batches: BatchMaker, image_spec: ImageSpec
+) -> tuple[torch.nn.Module, dict, Preprocess]:
+    """A new model of `config.model`, with a tokenizer trained on the training captions."""
+    # The tokenizer is trained once per run from training captions only, then reused on resume.
+    if (tok_dir / "tokenizer.json").is_file() and (tok_dir / "text_spec.json").is_file():
+        text_spec = TextSpec.from_dict(json.loads((tok_dir / "text_spec.json").read_text()))
+    else:
+        text_spec = train_tokenizer(batches.tokenizer_corpus(), tok_dir, **config.tokenizer)
+        (tok_dir / "text_spec.json").write_text(json.dumps(text_spec.to_dict()))
+    model_config = dict(config.model)
+    model_config["text"] = dict(model_config["text"], vocab_size=Tokenizer(text_spec, tok_dir).vocab_size,
+                                length=text_spec.length)
+    model_config["image"] = dict(model_config["image"], patch_size=image_spec.patch_size,
+                                 posemb_grid=[image_spec.height // image_spec.patch_size,
+                                              image_spec.width // image_spec.patch_size])
+    return build_model(model_config), model_config, Preprocess(image=image_spec, text=text_spec)
+
+
+def _from_source(config: Config, tok_dir: Path) -> tuple[torch.nn.Module, dict, Preprocess]:
+    """Fine-tuning / LiT: the model, tokenizer and preprocessing of `config.init` (a vistas
+    checkpoint, hf:DIR_OR_HUB_ID or npz:FILE); the recipe's model, image and tokenizer
+    entries are not used."""
+    from training.convert.sources import load_source
+
+    loaded = load_source(config.init, processor=config.get("init_processor"))
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    loaded.write_tokenizer(tok_dir)
+    model = build_model(loaded.config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model, loaded.config, loaded.preprocess
+
+
 def train(config: Config, workdir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
-    """Train per `config`; returns the final checkpoint directory (`workdir/final`)."""
+    """Train per `config`; returns the final checkpoint directory (`workdir/final`).
+
+    `config.init` (optional) starts from an existing model instead of `config.model`:
+    a vistas checkpoint, `hf:DIR_OR_HUB_ID` or `npz:FILE` (`training.convert.sources`);
+    `config.lock_image` freezes the image tower (LiT)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     if config.get("threads"):
         torch.set_num_threads(config.threads)
 
-    image_spec = ImageSpec(**config.image)
-    batches = BatchMaker(config, image_spec)
-
-    # The tokenizer is trained once per run from training captions only, then reused on resume.
     tok_dir = workdir / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file() and (tok_dir / "text_spec.json").is_file():
-        from vistas.tokenizer import TextSpec
-
-        text_spec = TextSpec.from_dict(json.loads((tok_dir / "text_spec.json").read_text()))
+    if config.get("init"):
+        model, model_config, preprocess = _from_source(config, tok_dir)
+        batches = BatchMaker(config, preprocess.image)
     else:
-        text_spec = train_tokenizer(batches.tokenizer_corpus(), tok_dir, **config.tokenizer)
-        (tok_dir / "text_spec.json").write_text(json.dumps(text_spec.to_dict()))
-    tokenizer = Tokenizer(text_spec, tok_dir)
-    preprocess = Preprocess(image=image_spec, text=text_spec)
-
-    model_config = dict(config.model)
-    model_config["text"] = dict(model_config["text"], vocab_size=tokenizer.vocab_size, length=text_spec.length)
-    model_config["image"] = dict(model_config["image"], patch_size=image_spec.patch_size,
-                                 posemb_grid=[image_spec.height // image_spec.patch_size,
-                                              image_spec.width // image_spec.patch_size])
-    model = build_model(model_config)
+        batches = BatchMaker(config, ImageSpec(**config.image))
+        model, model_config, preprocess = _from_scratch(config, tok_dir, batches, batches.image_spec)
+    image_spec = preprocess.image
+    tokenizer = Tokenizer(preprocess.text, tok_dir)
+    if config.get("lock_image"):
+        model.lock_image_tower()  # LiT (arXiv 2111.07991): only the text tower learns
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total=config.steps, warmup=config.warmup_steps)
@@ -143,26 +171,27 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
                desc="train", unit="step", dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
 
-    def prepare(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def prepare(step: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Data for one step, made in a worker thread while the previous step computes
         (torch releases the GIL in its kernels, so generation and decoding overlap it)."""
         batch = batches.batch(step)
-        return preprocess_batch(batch.images, image_spec), tokenizer.encode(batch.captions), batch.pair_labels
+        images = {k: torch.from_numpy(v) for k, v in image_inputs(batch.images, image_spec).items()}
+        return images, torch.from_numpy(tokenizer.encode(batch.captions)), torch.from_numpy(batch.pair_labels)
 
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
     upcoming = prefetch.submit(prepare, start)
     for step in bar:
-        pixels, ids, labels = (torch.from_numpy(a) for a in upcoming.result())  # (B,3,H,W), (B,L), (B,B)
+        images, ids, labels = upcoming.result()  # {name: (B, ...)}, (B, L), (B, B)
         if step + 1 < config.steps:
             upcoming = prefetch.submit(prepare, step + 1)
-        zimg, ztxt, out = model(pixels, ids)
+        zimg, ztxt, out = model(images, ids)
         loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         schedule.step()
-        seen += len(pixels)
+        seen += len(ids)
 
         done_step = step + 1
         if done_step % config.log_every == 0 or done_step == config.steps:

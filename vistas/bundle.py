@@ -3,10 +3,19 @@
 A bundle directory holds
   bundle.json          this spec
   image_encoder.onnx   pixel_values float32 (B, 3, H, W) -> embeddings float32 (B, D), L2-normalised
+                       (NaFlex: pixel_values (B, N, p*p*3), pixel_attention_mask int32 (B, N),
+                       spatial_shapes int64 (B, 2), see `vistas.naflex`)
   text_encoder.onnx    input_ids int64 (B, L)            -> embeddings float32 (B, D), L2-normalised
   tokenizer.json       Hugging Face `tokenizers` file
+  *.onnx.data          only for towers too big for one protobuf (> 1.5 GB of weights): their
+                       weights, listed in `files` as "<role>_data" so an incomplete copy fails at load
 The preprocessing spec (ImageSpec + TextSpec) is the same object a training
 checkpoint stores in `preprocess.json`, so serving preprocesses as training did.
+
+Format versions: 1 is fixed-size images and vistas-trained tokenizers; 2 adds NaFlex
+images and imported tokenizers (`TextSpec` canonicalisation, special tokens, padding
+side). A bundle is written with the oldest version that holds it, so a bundle that
+needs nothing new stays readable by older vistas; this vistas reads both.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ from vistas.images import ImageSpec
 from vistas.tokenizer import TextSpec
 
 BUNDLE_FILE = "bundle.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this vistas reads and writes
 
 # Tensor names of the exported graphs: the serving runtimes and export agree on these.
 IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings"
+# NaFlex image towers also take these (the names of transformers' Siglip2 processor outputs).
+MASK_INPUT, SHAPES_INPUT = "pixel_attention_mask", "spatial_shapes"
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,10 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
         return cls(image=ImageSpec.from_dict(d["image"]), text=TextSpec.from_dict(d["text"]))
+
+    @property
+    def format_version(self) -> int:
+        return max(self.image.format_version, self.text.format_version)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -59,7 +74,11 @@ class BundleSpec:
         default_factory=lambda: {"image_encoder": "image_encoder.onnx", "text_encoder": "text_encoder.onnx"}
     )
     parity: dict[str, float] = field(default_factory=dict)  # max abs diff onnx vs torch per tower
-    format_version: int = FORMAT_VERSION
+
+    @property
+    def format_version(self) -> int:
+        """The oldest format that holds this bundle (see the module docstring)."""
+        return self.preprocess.format_version
 
     def to_dict(self) -> dict:
         return {
@@ -78,10 +97,10 @@ class BundleSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BundleSpec":
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise ValueError(
-                f"bundle format_version {version!r} is not supported (this vistas reads {FORMAT_VERSION}); "
-                "re-export the bundle with this version of vistas"
+                f"bundle format_version {version!r} is not supported (this vistas reads 1 to {FORMAT_VERSION}); "
+                "re-export the bundle with this version of vistas, or upgrade vistas"
             )
         return cls(
             name=d["name"],

@@ -1,4 +1,4 @@
-"""The `vistas` command line: train | export | eval | serve | index | demo | bench.
+"""The `vistas` command line: train | export | check-parity | eval | serve | index | demo | bench.
 
 Each subcommand imports its package lazily, so `vistas serve` never loads torch.
 """
@@ -25,9 +25,25 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from export.onnx_export import export_checkpoint
 
-    spec = export_checkpoint(args.checkpoint, args.out, name=args.name)
+    spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor)
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
     return 0
+
+
+def _check_parity(args: argparse.Namespace) -> int:
+    from export.parity import check_parity, passed
+
+    report = check_parity(args.source, processor=args.processor, reference=args.reference, bundle=args.bundle)
+    print(f"max abs difference, {args.source} (tolerance {args.tolerance:g})")
+    print(f"{'':24s}{'image':>12s}{'text':>12s}{'logits':>12s}")
+    for row, diffs in report.items():
+        print(f"{row:24s}" + "".join(f"{diffs[k]:12.2e}" for k in ("image", "text", "logits")))
+    if "torch_vs_transformers" not in report:
+        print("no transformers reference for this source: pass --reference hf:DIR (the same weights as a "
+              "Hugging Face checkpoint) to compare with transformers")
+    ok = passed(report, args.tolerance)
+    print("PARITY OK" if ok else "PARITY FAILED")
+    return 0 if ok else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -50,7 +66,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
-    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port)
+    serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, settings_file=args.settings)
     return 0
 
 
@@ -119,11 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("export", help="checkpoint -> bundle (ONNX + bundle.json), parity-checked")
-    e.add_argument("checkpoint")
+    sources = ("a vistas checkpoint directory, hf:DIR_OR_HUB_ID (a Hugging Face SiglipModel / Siglip2Model; "
+               "hub ids only through the local cache) or npz:FILE (a big_vision two-tower checkpoint)")
+    processor = "for npz: a directory (or hf:DIR_OR_HUB_ID) with the tokenizer and image processor (default: the .npz's folder)"
+    e = sub.add_parser("export", help="model source -> bundle (ONNX + bundle.json), parity-checked")
+    e.add_argument("source", help=sources)
     e.add_argument("out")
-    e.add_argument("--name", help="model name served as `model` (default: the run's name)")
+    e.add_argument("--name", help="model name served as `model` (default: the run's or checkpoint's name)")
+    e.add_argument("--processor", help=processor)
     e.set_defaults(func=_export)
+
+    c = sub.add_parser("check-parity", help="vistas (PyTorch and exported ONNX) vs transformers, max abs diff per tower")
+    c.add_argument("source", help=sources)
+    c.add_argument("--processor", help=processor)
+    c.add_argument("--reference", help="hf:DIR_OR_HUB_ID holding the same weights for transformers (default: the source, for hf:)")
+    c.add_argument("--bundle", help="check this bundle, exported from SOURCE, instead of exporting one")
+    c.add_argument("--tolerance", type=float, default=1e-4)
+    c.set_defaults(func=_check_parity)
 
     v = sub.add_parser("eval", help="zero-shot / retrieval metrics of a bundle, measured through onnxruntime")
     v.add_argument("bundle")
@@ -134,8 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve one or more bundles over HTTP")
     s.add_argument("bundle", nargs="+")
     s.add_argument("--index", help="directory of collections (from `vistas index build`)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", help="default 127.0.0.1 (or the settings' host)")
+    s.add_argument("--port", type=int, help="default 8000 (or the settings' port)")
+    s.add_argument(
+        "--settings",
+        help="TOML or JSON file of server settings (limits, batching, API keys, ...; see README); "
+        "VISTAS_* environment variables override it",
+    )
     s.set_defaults(func=_serve)
 
     i = sub.add_parser("index", help="batch indexing jobs")

@@ -86,12 +86,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+IMAGE_MODES = ("fixed", "naflex")
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How an image becomes the tower's input. Travels with the weights.
 
     SigLIP defaults: value range [-1, 1] = (x/255 - 0.5) / 0.5 (big_vision
     `value_range(-1, 1)`, HF SiglipImageProcessor mean=std=0.5).
+
+    mode "fixed": every image is resized to height x width (the exported graph takes
+    `pixel_values` (B, 3, H, W)). A size that is not a multiple of the patch size is
+    allowed: the tower drops the last partial patch row/column, as the reference conv
+    stem does (So400m/14 at 384 px).
+    mode "naflex" (SigLIP 2, arXiv 2502.14786): every image keeps its aspect ratio and is
+    resized to at most `max_num_patches` patches (`vistas.naflex`); height x width is then
+    only the nominal size of the learned position-embedding grid.
     """
 
     height: int
@@ -100,18 +111,33 @@ class ImageSpec:
     resample: str = "bilinear"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mode: str = "fixed"
+    max_num_patches: int | None = None  # naflex only: the patch budget N every image is padded to
 
     def __post_init__(self):
         if self.resample not in RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {self.resample!r}")
-        if self.height % self.patch_size or self.width % self.patch_size:
+        if min(self.height, self.width) < self.patch_size or self.patch_size < 1:
             raise ValueError(
-                f"image size {self.height}x{self.width} is not a multiple of patch size {self.patch_size}"
+                f"image size {self.height}x{self.width} is smaller than one patch of size {self.patch_size}"
             )
+        if self.mode not in IMAGE_MODES:
+            raise ValueError(f"image mode must be one of {IMAGE_MODES}, got {self.mode!r}")
+        if (self.mode == "naflex") != (self.max_num_patches is not None):
+            raise ValueError("max_num_patches must be set for mode 'naflex' (the patch budget), and only then")
+        if self.max_num_patches is not None and self.max_num_patches < 1:
+            raise ValueError(f"max_num_patches must be >= 1, got {self.max_num_patches}")
+
+    @property
+    def format_version(self) -> int:
+        """The oldest bundle format that can hold this spec (NaFlex came with format 2)."""
+        return 1 if self.mode == "fixed" else 2
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.mode == "fixed":  # written as format 1 wrote it: old readers load it, space ids stay
+            del d["mode"], d["max_num_patches"]
         return d
 
     @classmethod
@@ -121,12 +147,23 @@ class ImageSpec:
         return cls(**d)
 
 
+def to_unit_range(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], rounded as transformers' image processors round
+    (the product in float64, then float32), so NaFlex patches equal theirs bit for bit."""
+    return (x.astype(np.float64) * (1 / 255)).astype(np.float32)
+
+
 def preprocess(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     """RGB PIL image -> float32 (3, H, W) normalised pixels."""
     img = to_rgb(img)
     if img.size != (spec.width, spec.height):
         img = img.resize((spec.width, spec.height), RESAMPLE[spec.resample])
-    x = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)  # (H, W, 3)
+    return normalize(np.asarray(img), spec)  # (3, H, W)
+
+
+def normalize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in the spec's value range."""
+    x = to_unit_range(rgb)  # (H, W, 3)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
 

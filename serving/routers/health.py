@@ -1,21 +1,38 @@
-"""Liveness and readiness. Both answer from the event loop, never waiting on inference."""
+"""Operations: liveness, readiness, Prometheus metrics. All answer from the event loop,
+never waiting on inference, and are public by default (`public_paths`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from serving.schemas import HealthResponse
+from serving.errors import APIError
+from serving.lifecycle import DRAINING, READY
+from serving.metrics import CONTENT_TYPE
+from serving.schemas import ErrorResponse, HealthResponse
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/health", response_model=HealthResponse)
 async def health() -> HealthResponse:
+    """Liveness: the process serves HTTP. 200 while loading and draining too."""
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", response_model=HealthResponse)
-async def ready() -> HealthResponse:
-    # The lifespan loads every model and collection before the server accepts
-    # connections, so answering at all means ready.
-    return HealthResponse(status="ready")
+@router.get("/ready", response_model=HealthResponse, responses={503: {"model": ErrorResponse}})
+async def ready(request: Request) -> HealthResponse:
+    """Readiness: 200 once the models are loaded; 503 while loading and while draining."""
+    state = request.app.state
+    if state.phase == READY:
+        return HealthResponse(status="ready")
+    if state.phase == DRAINING:
+        raise APIError(503, "draining", "The server is shutting down: it finishes what it has and takes no new work.")
+    if state.load_error:
+        raise APIError(503, "load_failed", f"Loading the models failed: {state.load_error}")
+    raise APIError(503, "loading", "The models are still loading.", headers={"Retry-After": "1"})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics in the text exposition format (see serving/metrics.py for the list)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

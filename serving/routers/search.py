@@ -38,6 +38,10 @@ async def search(
         raise APIError(
             400, "invalid_query", f"Give exactly one of text, image or vector to search with; got {given or 'none'}."
         )
+    if req.k > settings.max_k:
+        raise APIError(
+            422, "too_many_items", f"k is {req.k}, over this server's limit of {settings.max_k} (max_k); ask for fewer."
+        )
     coll = open_collection(collections, req.collection)
     try:
         compile_filter(req.filter)

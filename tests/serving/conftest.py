@@ -32,6 +32,9 @@ def server(bundles, tmp_path_factory):
         max_texts=8,
         max_text_chars=200,
         max_labels=10,
+        max_templates=3,
+        max_items=5,
+        max_k=50,
     )
     with running_server(create_app(settings)) as live:
         yield live

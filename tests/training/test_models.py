@@ -2,7 +2,6 @@
 numerical parity with the reference implementation (transformers' Siglip)."""
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -86,6 +85,57 @@ def test_posemb_resize():
     assert resize_posemb(posemb, (7, 3)).shape == (7, 3, 8)
     const = torch.ones(4, 5, 8) * 0.25  # interpolating a constant field leaves it constant
     torch.testing.assert_close(resize_posemb(const, (3, 9)), torch.full((3, 9, 8), 0.25))
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((4, 4), (4, 4)), ((4, 5), (9, 2)), ((16, 16), (3, 40)),
+                                          ((16, 16), (40, 1)), ((4, 4), (2, 1)), ((27, 27), (1, 1)), ((7, 2), (5, 12))])
+def test_posemb_resize_is_antialiased_bilinear(in_hw, out_hw):
+    """resize_posemb (and the weights NaFlex uses) equal PIL's BILINEAR resize of a float image, an
+    independent implementation of the same filter, and torch's F.interpolate(antialias=True) except
+    where its CPU kernel is wrong (one output column with another height: see resize_posemb)."""
+    from PIL import Image
+
+    grid = torch.randn(*in_hw, 3)
+    got = resize_posemb(grid, out_hw)  # (h, w, 3)
+    for c in range(3):
+        pil = Image.fromarray(grid[..., c].numpy(), mode="F").resize(out_hw[::-1], Image.Resampling.BILINEAR)
+        np.testing.assert_allclose(got[..., c].numpy(), np.asarray(pil), atol=2e-6)
+    aa = torch.nn.functional.interpolate(grid.permute(2, 0, 1)[None], size=out_hw, mode="bilinear",
+                                         align_corners=False, antialias=True)[0].permute(1, 2, 0)
+    if out_hw[1] != 1:
+        torch.testing.assert_close(got, aa, atol=2e-6, rtol=1e-5)
+    if out_hw == (40, 1):  # the case resize_posemb's docstring cites (torch 2.13, CPU)
+        assert (got - aa).abs().max() > 0.1
+
+
+def test_per_image_posemb_resize_equals_the_static_one():
+    """The NaFlex path (each image its own grid, sizes as data) gives the static resize per image."""
+    posemb = torch.randn(4, 5, 8)
+    vit = ViT(ViTConfig(**{**TINY_VIT, "width": 8, "heads": 2, "posemb_grid": (4, 5)}))
+    with torch.no_grad():
+        vit.pos_embedding.copy_(posemb)
+    hw = torch.tensor([[2, 9], [7, 3], [4, 5], [1, 1], [12, 1]])
+    n = 63
+    coords = torch.stack([torch.arange(n) // hw[:, 1:2], torch.arange(n) % hw[:, 1:2]], dim=-1)
+    mask = torch.arange(n)[None] < (hw[:, 0:1] * hw[:, 1:2])
+    got = vit.position_embedding(coords, mask, hw)
+    for i, (h, w) in enumerate(hw.tolist()):
+        torch.testing.assert_close(got[i, : h * w], resize_posemb(posemb, (h, w)).reshape(h * w, 8))
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_cropped_like_a_valid_conv():
+    vit = tiny_siglip().image.eval()
+    pixels = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(pixels)[0], vit(pixels[:, :, :32, :40])[0])
+
+
+def test_old_configs_without_activation_load_as_tanh_gelu():
+    d = ViTConfig(**TINY_VIT).to_dict()
+    del d["act"]
+    assert ViTConfig.from_dict(d).act == "gelu_tanh"
+    with pytest.raises(ValueError, match="unknown activation 'mish'"):
+        TextConfig(**{**TINY_TEXT, "act": "mish"})
 
 
 @pytest.mark.parametrize("pool", ["map", "gap"])
@@ -211,55 +261,27 @@ def test_registry():
 # ---------------------------------------------------------------- parity with transformers
 
 
-# Our parameter names -> transformers' Siglip{Vision,Text}Model names (export does the inverse).
-_RENAMES = [
-    (r"^encoder\.blocks\.(\d+)\.norm(\d)", r"encoder.layers.\1.layer_norm\2"),
-    (r"^encoder\.blocks\.(\d+)\.attn", r"encoder.layers.\1.self_attn"),
-    (r"^encoder\.blocks\.", "encoder.layers."),
-    (r"^token_embed", "embeddings.token_embedding"),
-    (r"^map_head\.norm", "head.layernorm"),
-    (r"^map_head\.attn", "head.attention"),
-    (r"^map_head\.", "head."),
-]
-
-
-def _to_transformers(tower: torch.nn.Module, prefix: str) -> dict:
-    ours = tower.state_dict()
-    width = ours["pos_embedding"].shape[-1]
-    final_norm = "post_layernorm" if prefix == "vision_model." else "final_layer_norm"
-    out = {"embeddings.position_embedding.weight": ours.pop("pos_embedding").reshape(-1, width)}
-    if "patch_embed.weight" in ours:  # Linear over (row, col, channel) patches -> Conv2d (D, C, p, p)
-        w = ours.pop("patch_embed.weight")
-        p = int(round((w.shape[1] / 3) ** 0.5))
-        out["embeddings.patch_embedding.weight"] = w.reshape(width, p, p, 3).permute(0, 3, 1, 2)
-        out["embeddings.patch_embedding.bias"] = ours.pop("patch_embed.bias")
-    if "map_head.probe" in ours:  # nn.MultiheadAttention fuses q, k, v
-        for kind in ("weight", "bias"):
-            qkv = [ours.pop(f"map_head.attn.{n}_proj.{kind}") for n in "qkv"]
-            out[f"head.attention.in_proj_{kind}"] = torch.cat(qkv)
-    for k, v in ours.items():
-        k = re.sub(r"^encoder\.norm", final_norm, k)
-        for pattern, repl in _RENAMES:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return {prefix + k: v for k, v in out.items()}
-
-
 def test_matches_transformers_siglip():
-    """Our weights loaded into transformers' SiglipModel give the same embeddings and logits."""
+    """transformers' SiglipModel weights in our SigLIP (through the checkpoint converter,
+    training/convert/hf_siglip.py) give the same embeddings and logits."""
     from transformers import SiglipConfig, SiglipModel
 
-    model = tiny_siglip().eval()
+    from training.convert.hf_siglip import check_state, convert_state
+
     size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
     ref = SiglipModel(SiglipConfig(
         vision_config=dict(**size, image_size=32, patch_size=8),
         text_config=dict(**size, vocab_size=50, max_position_embeddings=8, projection_size=32,
                          bos_token_id=None, eos_token_id=None, pad_token_id=0),
     )).eval()
-    state = (_to_transformers(model.image, "vision_model.") | _to_transformers(model.text, "text_model.")
-             | {"logit_scale": model.t.detach().reshape(1), "logit_bias": model.b.detach().reshape(1)})
-    missing, unexpected = ref.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = tiny_siglip().eval()
+    state = convert_state(ref.state_dict(), model.config)
+    check_state(state, model, "SiglipModel")
+    model.load_state_dict(state)
 
     pixels, ids = torch.randn(2, 3, 32, 32), torch.randint(0, 50, (3, 8))
     with torch.no_grad():

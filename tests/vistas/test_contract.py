@@ -66,10 +66,17 @@ def test_patchify_order_is_row_col_channel():
 
 
 def test_image_spec_rejects_bad_values():
-    with pytest.raises(ValueError, match="multiple of patch size"):
-        ImageSpec(height=10, width=8, patch_size=4)
+    # A size that is not a multiple of the patch is valid (the tower drops the remainder, as
+    # So400m/14 at 384 px does); one smaller than a patch is not.
+    assert ImageSpec(height=10, width=8, patch_size=4).height == 10
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        ImageSpec(height=3, width=8, patch_size=4)
     with pytest.raises(ValueError, match="resample"):
         ImageSpec(height=8, width=8, patch_size=4, resample="magic")
+    with pytest.raises(ValueError, match="max_num_patches must be set"):
+        ImageSpec(height=8, width=8, patch_size=4, mode="naflex")
+    with pytest.raises(ValueError, match="image mode"):
+        ImageSpec(height=8, width=8, patch_size=4, mode="navit")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,31 @@ weight conversion is a renaming table, not a reshuffle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # big_vision uses flax's LayerNorm default epsilon (1e-6); so do released SigLIP configs.
 LN_EPS = 1e-6
+
+# MLP activations by name. SigLIP uses the tanh approximation of GELU (flax `nn.gelu`'s
+# default, transformers `gelu_pytorch_tanh`); the others are what transformers' configs name.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,  # exact, erf-based
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # CLIP's approximation
+    "relu": F.relu,
+    "silu": F.silu,
+}
+DEFAULT_ACT = "gelu_tanh"
+
+
+def check_act(act: str) -> str:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; known: {sorted(ACTIVATIONS)}")
+    return act
 
 
 def init_linear(module: nn.Module) -> None:
@@ -28,16 +47,16 @@ def init_linear(module: nn.Module) -> None:
 
 
 class MlpBlock(nn.Module):
-    """Linear -> GELU -> Linear. SigLIP uses the tanh approximation of GELU
-    (flax `nn.gelu` default; transformers `gelu_pytorch_tanh`)."""
+    """Linear -> activation (`ACTIVATIONS[act]`) -> Linear."""
 
-    def __init__(self, width: int, mlp_dim: int):
+    def __init__(self, width: int, mlp_dim: int, act: str = DEFAULT_ACT):
         super().__init__()
         self.fc1 = nn.Linear(width, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, width)
+        self.act = ACTIVATIONS[check_act(act)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Attention(nn.Module):
@@ -77,12 +96,12 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block."""
 
-    def __init__(self, width: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS):
+    def __init__(self, width: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS, act: str = DEFAULT_ACT):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=ln_eps)
         self.attn = Attention(width, heads)
         self.norm2 = nn.LayerNorm(width, eps=ln_eps)
-        self.mlp = MlpBlock(width, mlp_dim)
+        self.mlp = MlpBlock(width, mlp_dim, act)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), mask=mask)  # (B, N, D)
@@ -96,9 +115,11 @@ class Encoder(nn.Module):
     out["block00"], ... are the block outputs before the final norm.
     """
 
-    def __init__(self, width: int, depth: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS):
+    def __init__(
+        self, width: int, depth: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS, act: str = DEFAULT_ACT
+    ):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(width, mlp_dim, heads, ln_eps) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, mlp_dim, heads, ln_eps, act) for _ in range(depth))
         self.norm = nn.LayerNorm(width, eps=ln_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -116,12 +137,12 @@ class MAPHead(nn.Module):
     forward(x (B, N, D), mask (B, N) bool | None) -> (B, D).
     """
 
-    def __init__(self, width: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS):
+    def __init__(self, width: int, mlp_dim: int, heads: int, ln_eps: float = LN_EPS, act: str = DEFAULT_ACT):
         super().__init__()
         self.probe = nn.Parameter(torch.empty(1, 1, width))
         self.attn = Attention(width, heads)
         self.norm = nn.LayerNorm(width, eps=ln_eps)
-        self.mlp = MlpBlock(width, mlp_dim)
+        self.mlp = MlpBlock(width, mlp_dim, act)
         nn.init.xavier_uniform_(self.probe)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ sigmoid(exp(t) * <zimg_i, ztxt_j> + b) with learnable scalars t and b.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -85,24 +86,48 @@ class SigLIP(nn.Module):
         """patches (B, N, p*p*3), coords (B, N, 2), mask (B, N) -> (B, embed_dim). See ViT.forward_patches."""
         return _finish(self.image.forward_patches(patches, coords, mask, grid_hw)[0], normalize)
 
+    def encode_naflex(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """SigLIP 2 NaFlex inputs -> (B, embed_dim). See ViT.forward_naflex."""
+        return _finish(self.image.forward_naflex(pixel_values, pixel_attention_mask, spatial_shapes)[0], normalize)
+
+    def encode_image_inputs(self, inputs: Mapping[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """The image tower's named inputs (`vistas.inputs.image_inputs`: fixed-size pixels or
+        NaFlex patches) -> (B, embed_dim)."""
+        return _finish(self._image_tower(inputs)[0], normalize)
+
     def encode_text(self, input_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """input_ids (B, L) int64 -> (B, embed_dim)."""
         return _finish(self.text(input_ids)[0], normalize)
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """-> (zimg (B, E), ztxt (B', E), out), both L2-normalised.
+    def forward(
+        self, images: torch.Tensor | Mapping[str, torch.Tensor], input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """images: pixels (B, 3, H, W), or the image tower's named inputs (`vistas.inputs`:
+        {"pixel_values"} or NaFlex); input_ids (B', L) -> (zimg (B, E), ztxt (B', E), out),
+        both L2-normalised.
 
         out: the towers' intermediates under "img/..." and "txt/...", their norms
         before normalisation ("img/norm", "txt/norm"), "t" and "b" (the parameters,
         what `sigmoid_loss` takes) and "logit_scale" = exp(t) (what bundles store).
         """
-        x_img, out_img = self.image(pixels)  # (B, E)
+        x_img, out_img = self._image_tower(images if isinstance(images, Mapping) else {"pixel_values": images})
         x_txt, out_txt = self.text(input_ids)  # (B', E)
         out = {f"img/{k}": v for k, v in out_img.items()} | {f"txt/{k}": v for k, v in out_txt.items()}
         out["img/norm"] = x_img.norm(dim=-1)  # (B,)
         out["txt/norm"] = x_txt.norm(dim=-1)  # (B',)
         out["t"], out["b"], out["logit_scale"] = self.t, self.b, self.t.exp()
         return _finish(x_img, True), _finish(x_txt, True), out
+
+    def _image_tower(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        if set(inputs) == {"pixel_values"}:
+            return self.image(inputs["pixel_values"])
+        return self.image.forward_naflex(inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"])
 
     def lock_image_tower(self) -> None:
         """Freeze the image tower: LiT, "locked image, unlocked text" (arXiv 2111.07991)."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from training.models.layers import LN_EPS, Encoder, init_linear
+from training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, check_act, init_linear
 from training.models.vit import decode_variant
 
 
@@ -35,10 +35,12 @@ class TextConfig:
     heads: int = 4
     head_dim: int = 128  # output (embedding) dim; transformers' projection_size, = width by default there
     ln_eps: float = LN_EPS
+    act: str = DEFAULT_ACT  # MLP activation, a key of `training.models.layers.ACTIVATIONS`
 
     def __post_init__(self):
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        check_act(self.act)
 
     @property
     def out_dim(self) -> int:
@@ -69,7 +71,7 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(c.vocab_size, c.width)
         # big_vision posemb "learn": normal(stddev=1/sqrt(width)); flax Embed's lecun-normal for tokens.
         self.pos_embedding = nn.Parameter(torch.randn(c.length, c.width) / math.sqrt(c.width))
-        self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps)
+        self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps, c.act)
         self.head = nn.Linear(c.width, c.head_dim)
         nn.init.normal_(self.token_embed.weight, std=1 / math.sqrt(c.width))
         self.apply(init_linear)

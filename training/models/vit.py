@@ -11,7 +11,8 @@ FlexiViT/NaFlex variable resolution and NaViT-style padded sets share one path:
       --> optional Linear head (SigLIP's image tower has none)
 
 `forward(pixels)` patchifies exactly like `vistas.images.patchify` and is the
-path exported to ONNX (`image_encoder.onnx`).
+path exported to ONNX (`image_encoder.onnx`) for fixed-size bundles; `forward_naflex`
+takes SigLIP 2 NaFlex inputs (`vistas.naflex`) and is the path of NaFlex bundles.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.layers import LN_EPS, Encoder, MAPHead, init_linear
+from training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
 
 # Model sizes: Table 2 of arXiv 2106.04560 (Scaling Vision Transformers); So400m is the
 # shape-optimised ViT of arXiv 2305.13035 (Getting ViT in Shape), SigLIP's largest tower.
@@ -71,12 +72,14 @@ class ViTConfig:
     pool: Pool = "map"  # SigLIP pools with a MAP head (arXiv 2303.15343 Sec. 4)
     head_dim: int | None = None  # Linear after pooling; None = none (SigLIP's image tower)
     ln_eps: float = LN_EPS
+    act: str = DEFAULT_ACT  # MLP activation, a key of `training.models.layers.ACTIVATIONS`
 
     def __post_init__(self):
         if self.pool not in ("map", "gap", "none"):
             raise ValueError(f"pool must be 'map', 'gap' or 'none', got {self.pool!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        check_act(self.act)
 
     @property
     def out_dim(self) -> int:
@@ -131,18 +134,39 @@ def patchify(pixels: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch
 def resize_posemb(posemb: torch.Tensor, new_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize a (gh, gw, D) position-embedding grid to (h, w, D).
 
-    align_corners=False and antialias=True, as transformers' Siglip2 (NaFlex)
-    `resize_positional_embeddings`: the anti-aliasing filter only matters when
-    downsampling (upsampling is identical to plain bilinear to float rounding).
-    ONNX is unaffected: the result depends only on weights and static sizes, so
-    the exporter folds it into a constant. The same size returns `posemb` itself.
+    Antialiased bilinear with half-pixel centres: what transformers' Siglip2 (NaFlex)
+    `resize_positional_embeddings` asks of `F.interpolate(mode="bilinear",
+    align_corners=False, antialias=True)` and what PIL's BILINEAR resize computes; the
+    antialiasing filter only matters when downsampling. Computed with `resize_weights`
+    rather than F.interpolate, whose CPU kernel returns wrong values when the output is
+    one column wide (torch 2.13: a (16, 16) grid resized to (40, 1) differs from PIL by
+    0.44). In an exported graph the sizes are static and the result folds into a constant.
+    The same size returns `posemb` itself.
     """
     h, w = int(new_hw[0]), int(new_hw[1])
-    if tuple(posemb.shape[:2]) == (h, w):
+    gh, gw, _ = posemb.shape
+    if (gh, gw) == (h, w):
         return posemb
-    x = posemb.permute(2, 0, 1)[None]  # (1, D, gh, gw)
-    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)  # (1, D, h, w)
-    return x[0].permute(1, 2, 0)  # (h, w, D)
+    rows = resize_weights(torch.arange(h, device=posemb.device)[None], torch.tensor([[h]], device=posemb.device), gh)
+    cols = resize_weights(torch.arange(w, device=posemb.device)[None], torch.tensor([[w]], device=posemb.device), gw)
+    return torch.einsum("hi,ijd,wj->hwd", rows[0], posemb, cols[0])  # (h, w, D)
+
+
+def resize_weights(index: torch.Tensor, out_size: torch.Tensor, in_size: int) -> torch.Tensor:
+    """Weights of `resize_posemb` along one axis, for output position `index` of a length-`out_size` axis.
+
+    index (B, N) int64 and out_size (B, 1) int64 -> (B, N, in_size) float32, rows summing to 1.
+    The filter of antialiased bilinear resizing (PIL's BILINEAR, torch's upsample_bilinear2d_aa):
+    a triangle centred on the output sample, widened by the scale factor when downsampling,
+    renormalised over the input positions that exist. Written with static shapes so that
+    out_size may be data (NaFlex: every image has its own grid) and the graph still exports.
+    """
+    scale = in_size / out_size.to(torch.float32)  # (B, 1) input pixels per output pixel
+    support = scale.clamp(min=1.0)  # (B, 1) half-width of the triangle, in input pixels
+    centre = scale * (index.to(torch.float32) + 0.5)  # (B, N)
+    taps = torch.arange(in_size, device=index.device, dtype=torch.float32) + 0.5  # (in,)
+    w = (1 - (taps - centre[..., None]).abs() / support[..., None]).clamp(min=0)  # (B, N, in)
+    return w / w.sum(dim=-1, keepdim=True)
 
 
 class ViT(nn.Module):
@@ -152,17 +176,37 @@ class ViT(nn.Module):
         self.patch_embed = nn.Linear(c.patch_size * c.patch_size * 3, c.width)
         # big_vision posemb "learn": normal(stddev=1/sqrt(width)).
         self.pos_embedding = nn.Parameter(torch.randn(*c.posemb_grid, c.width) / math.sqrt(c.width))
-        self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps)
-        self.map_head = MAPHead(c.width, c.mlp_dim, c.heads, c.ln_eps) if c.pool == "map" else None
+        self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps, c.act)
+        self.map_head = MAPHead(c.width, c.mlp_dim, c.heads, c.ln_eps, c.act) if c.pool == "map" else None
         self.head = nn.Linear(c.width, c.head_dim) if c.head_dim else None
         self.apply(init_linear)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """pixels (B, 3, H, W), normalised -> (x (B, out_dim), out). The ONNX-exported path."""
+        """pixels (B, 3, H, W), normalised -> (x (B, out_dim), out). The ONNX-exported path.
+
+        Rows and columns past the last whole patch are dropped, as the reference conv stem
+        ("VALID" padding) does: So400m/14 at 384 px sees a 27x27 grid of the top-left 378 px.
+        """
         p = self.config.patch_size
-        patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
         grid_hw = (pixels.shape[2] // p, pixels.shape[3] // p)
+        pixels = pixels[:, :, : grid_hw[0] * p, : grid_hw[1] * p]
+        patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
         return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw)
+
+    def forward_naflex(
+        self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
+        """SigLIP 2 NaFlex inputs (as `vistas.naflex` and transformers' Siglip2ImageProcessor make them).
+
+        pixel_values (B, N, p*p*3): each image's h*w patches in row-major order, then padding;
+        pixel_attention_mask (B, N), nonzero = real patch; spatial_shapes (B, 2) int64 = (h, w).
+        Patch n of an image sits at (n // w, n % w); its position embedding is the learned grid
+        resized to (h, w). Traceable with data-dependent (h, w): the ONNX-exported NaFlex path.
+        """
+        n = torch.arange(pixel_values.shape[1], device=pixel_values.device)  # (N,)
+        w = spatial_shapes[:, 1:2].clamp(min=1)  # (B, 1)
+        coords = torch.stack([n // w, n % w], dim=-1)  # (B, N, 2)
+        return self.forward_patches(pixel_values, coords, pixel_attention_mask != 0, grid_hw=spatial_shapes)
 
     def forward_patches(
         self,
@@ -177,7 +221,7 @@ class ViT(nn.Module):
         True = real patch (None = all real). Padded entries may hold any values.
         grid_hw: the patch grid the coords live in, which picks the position-embedding
         resize: (h, w) for the whole batch, an int64 (B, 2) tensor per image, or None to
-        take each image's max real coords + 1 (eager only: the sizes depend on data).
+        take each image's max real coords + 1. Per-image grids also export to ONNX (see position_embedding).
 
         x is (B, out_dim) for pool "map"/"gap" and (B, N, out_dim) for "none".
         out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
@@ -218,12 +262,30 @@ class ViT(nn.Module):
             grid_hw = coords.amax(dim=1) + 1  # (B, 2): the image's own extent, as NaFlex resizes
         if not isinstance(grid_hw, torch.Tensor):
             return self._lookup(coords, (int(grid_hw[0]), int(grid_hw[1])))
-        # Per-image grids (eager only): one resize per distinct grid size in the batch.
-        pos = self.pos_embedding.new_empty(*coords.shape[:2], self.config.width)  # (B, N, D)
-        for hw in torch.unique(grid_hw, dim=0).tolist():
-            sel = (grid_hw == grid_hw.new_tensor(hw)).all(dim=-1)  # (B,)
-            pos[sel] = self._lookup(coords[sel], (hw[0], hw[1]))
-        return pos
+        # Per-image grids: each patch's embedding is a weighted sum of the learned grid, with the
+        # weights of the antialiased bilinear resize to its own image's grid. Sizes stay static,
+        # so the same code runs eagerly and in an exported graph with data-dependent (h, w).
+        self._check_coords(coords, mask, grid_hw)
+        gh, gw, d = self.pos_embedding.shape
+        rows = resize_weights(coords[..., 0], grid_hw[:, 0:1], gh)  # (B, N, gh)
+        cols = resize_weights(coords[..., 1], grid_hw[:, 1:2], gw)  # (B, N, gw)
+        weights = (rows[..., :, None] * cols[..., None, :]).flatten(2)  # (B, N, gh*gw)
+        return weights @ self.pos_embedding.reshape(gh * gw, d)  # (B, N, D)
+
+    def _check_coords(self, coords: torch.Tensor, mask: torch.Tensor | None, grid_hw: torch.Tensor) -> None:
+        if torch.compiler.is_exporting() or not coords.numel():
+            return
+        if grid_hw.shape != (coords.shape[0], 2) or (grid_hw < 1).any():
+            raise ValueError(f"grid_hw must be (B, 2) = ({coords.shape[0]}, 2) positive sizes, got {grid_hw.tolist()}")
+        inside = ((coords >= 0) & (coords < grid_hw[:, None, :])).all(dim=-1)  # (B, N)
+        if mask is not None:
+            inside = inside | ~mask
+        if not inside.all():
+            b, i = (~inside).nonzero()[0].tolist()
+            raise ValueError(
+                f"image {b}: patch {i} has coords {coords[b, i].tolist()}, outside its {grid_hw[b].tolist()} "
+                "patch grid; pass the right grid_hw or mark padding with mask=False"
+            )
 
     def _lookup(self, coords: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         if not torch.compiler.is_exporting() and coords.numel():

@@ -1,0 +1,106 @@
+"""Prometheus metrics of one app, in its own registry (several apps can live in one process).
+
+HTTP (recorded by serving.observe for every request):
+    vistas_http_requests_total{method,route,status}           counter
+    vistas_http_request_duration_seconds{method,route}        histogram
+    vistas_http_errors_total{route,status,code}               counter, `code` of the JSON error
+    vistas_http_requests_in_progress                          gauge
+Batching (recorded by serving.batching's worker threads, per model and tower):
+    vistas_batch_size_rows{model,tower}                       histogram, rows per model call
+    vistas_batch_requests{model,tower}                        histogram, requests per model call
+    vistas_model_seconds{model,tower}                         histogram, duration of a model call
+    vistas_queue_wait_seconds{model,tower}                    histogram, a request's wait for its batch
+    vistas_queue_depth{model,tower}                           gauge, requests waiting (read at scrape)
+    vistas_batch_dropped_total{model,tower}                   counter, queued requests whose client left
+Server:
+    vistas_ready                                              gauge, 1 when models are loaded and not draining
+
+`route` is the route template ("/v1/collections/{name}/items"), never the raw path, so
+the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported for the route
+
+from serving.batching import BatchObserver, BatchStats
+
+# Seconds: 1 ms (a cached health probe) to 60 s (a large upsert on a busy CPU).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "vistas_http_requests", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "vistas_http_request_duration_seconds",
+            "Time from the request's arrival to its last response byte.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "vistas_http_errors", "Error responses by route, status and error code.", ["route", "status", "code"],
+            registry=r,
+        )
+        self.in_progress = Gauge("vistas_http_requests_in_progress", "HTTP requests being handled.", registry=r)
+        labels = ["model", "tower"]
+        self.batch_rows = Histogram(
+            "vistas_batch_size_rows", "Rows per batched model call.", labels, buckets=SIZE_BUCKETS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "vistas_batch_requests", "Requests per batched model call.", labels, buckets=SIZE_BUCKETS, registry=r
+        )
+        self.model_time = Histogram(
+            "vistas_model_seconds", "Duration of one model call.", labels, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "vistas_queue_wait_seconds", "Time a request waited for its batch to start.", labels,
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge("vistas_queue_depth", "Requests waiting in a batching queue.", labels, registry=r)
+        self.dropped = Counter(
+            "vistas_batch_dropped", "Queued requests skipped because their client disconnected.", labels, registry=r
+        )
+        self.ready = Gauge("vistas_ready", "1 when the models are loaded and the server is not draining.", registry=r)
+
+    def request_done(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(route, str(status), error_code or "unknown").inc()
+
+    def batch_observer(self, model: str) -> BatchObserver:
+        """A callback for serving.batching that records one model's batches."""
+
+        def observe(stats: BatchStats) -> None:
+            labels = (model, stats.tower)
+            if stats.dropped:
+                self.dropped.labels(*labels).inc(stats.dropped)
+            if stats.requests == 0:
+                return
+            self.batch_rows.labels(*labels).observe(stats.rows)
+            self.batch_requests.labels(*labels).observe(stats.requests)
+            self.model_time.labels(*labels).observe(stats.run_s)
+            for w in stats.waits_s:
+                self.queue_wait.labels(*labels).observe(w)
+
+        return observe
+
+    def watch_queues(self, models: dict) -> None:
+        """Queue depth gauges read each batching runtime's queues at scrape time."""
+        for name, model in models.items():
+            runtime = model.runtime
+            if not hasattr(runtime, "queue_depth"):
+                continue
+            for tower in ("image", "text"):
+                self.queue_depth.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.queue_depth(t))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,159 @@
+"""The batching runtime on real onnxruntime sessions, from many threads: same answers as
+unbatched, calls merged into batches, bounded queue, queue timeout, failure isolation,
+dropped requests of clients that left, and draining on close."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from support.tiny_bundle import SIZE, TEXT_LENGTH, build_bundle
+
+from serving.batching import BatchConfig, BatchingRuntime, BatchStats, ClientGone, QueueFull, QueueTimeout, ShuttingDown
+from serving.context import enter_request, leave_request
+from serving.runtime import OnnxRuntime
+
+
+@pytest.fixture(scope="module")
+def heavy_bundle(tmp_path_factory):
+    """~7 ms per image on one thread: slow enough for queues to fill."""
+    return build_bundle(tmp_path_factory.mktemp("heavy"), "heavy", heavy=(512, 16))
+
+
+def pixels(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+class Recorder:
+    def __init__(self):
+        self.batches: list[BatchStats] = []
+
+    def __call__(self, stats: BatchStats) -> None:
+        self.batches.append(stats)
+
+
+def test_concurrent_calls_are_batched_and_answers_unchanged(bundles):
+    inner = OnnxRuntime(bundles[0], threads=1)
+    seen = Recorder()
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=16, max_delay_ms=50), observer=seen)
+    inputs = [pixels(1 + i % 3, seed=i) for i in range(12)]  # 1-3 rows each: 24 rows
+    start = threading.Barrier(12)
+
+    def call(x):
+        start.wait()
+        return rt.run("image", {"pixel_values": x})
+
+    with ThreadPoolExecutor(12) as pool:
+        outs = list(pool.map(call, inputs))
+    rt.close()
+    for x, out in zip(inputs, outs):  # each caller gets its own rows, in order
+        np.testing.assert_allclose(out, inner.run("image", {"pixel_values": x}), atol=1e-6)
+    assert sum(b.rows for b in seen.batches) == 24 and sum(b.requests for b in seen.batches) == 12
+    assert len(seen.batches) < 12, [b.requests for b in seen.batches]  # calls were merged
+    assert max(b.rows for b in seen.batches) <= 16
+    assert rt.run is not None and [t.name for t in rt.inputs("text")] == ["input_ids"]
+
+
+def test_towers_have_separate_queues(bundles):
+    seen = Recorder()
+    rt = BatchingRuntime(OnnxRuntime(bundles[0], threads=1), BatchConfig(max_delay_ms=30), observer=seen)
+    ids = np.full((2, TEXT_LENGTH), 5, np.int64)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(rt.run, "image", {"pixel_values": pixels(1, 0)}) for _ in range(2)]
+        futures += [pool.submit(rt.run, "text", {"input_ids": ids}) for _ in range(2)]
+        shapes = [f.result().shape for f in futures]
+    rt.close()
+    assert shapes == [(1, 8)] * 2 + [(2, 8)] * 2
+    assert {b.tower for b in seen.batches} == {"image", "text"}
+
+
+def test_bad_request_fails_alone(bundles):
+    rt = BatchingRuntime(OnnxRuntime(bundles[0], threads=1), BatchConfig(max_delay_ms=30))
+    with ThreadPoolExecutor(3) as pool:
+        good = [pool.submit(rt.run, "image", {"pixel_values": pixels(1, i)}) for i in range(2)]
+        bad = pool.submit(rt.run, "image", {"pixel_values": np.zeros((1, 3, SIZE + 1, SIZE), np.float32)})
+        with pytest.raises(ValueError, match="must have shape"):
+            bad.result()
+        assert all(f.result().shape == (1, 8) for f in good)
+    rt.close()
+
+
+def test_full_queue_is_refused_with_a_retry_hint(heavy_bundle):
+    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=1, queue_size=1))
+    errors, results = [], []
+    start = threading.Barrier(6)
+
+    def call(i):
+        start.wait()
+        try:
+            results.append(rt.run("image", {"pixel_values": pixels(32, i)}))  # ~0.2 s per call
+        except QueueFull as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rt.close()
+    # One runs, one waits; the others arrive at a full queue.
+    assert errors and len(results) + len(errors) == 6 and len(results) >= 2
+    assert all(e.retry_after >= 1 and "queue is full" in str(e) for e in errors)
+
+
+def test_queue_timeout_gives_the_place_up(heavy_bundle):
+    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=64, timeout_s=0.05))
+    with ThreadPoolExecutor(2) as pool:
+        long = pool.submit(rt.run, "image", {"pixel_values": pixels(64, 0)})  # ~0.4 s
+        time.sleep(0.02)
+        late = pool.submit(rt.run, "image", {"pixel_values": pixels(1, 1)})
+        with pytest.raises(QueueTimeout, match="waited"):
+            late.result()
+        assert long.result().shape == (64, 8)  # a running batch is never cut off
+    assert rt.queue_depth("image") == 0
+    rt.close()
+
+
+def test_requests_of_departed_clients_are_dropped(heavy_bundle):
+    seen = Recorder()
+    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=64), observer=seen)
+
+    def call_as_request(ctx_out, x):
+        ctx, token = enter_request("r1")  # what the HTTP middleware does per request
+        ctx_out.append(ctx)
+        try:
+            return rt.run("image", {"pixel_values": x})
+        finally:
+            leave_request(token)
+
+    with ThreadPoolExecutor(2) as pool:
+        long = pool.submit(rt.run, "image", {"pixel_values": pixels(64, 0)})
+        time.sleep(0.02)
+        ctxs: list = []
+        gone = pool.submit(call_as_request, ctxs, pixels(3, 1))
+        time.sleep(0.02)
+        ctxs[0].client_gone = True  # the client disconnected while queued
+        with pytest.raises(ClientGone):
+            gone.result()
+        long.result()
+    rt.close()
+    assert sum(b.rows for b in seen.batches) == 64  # its 3 rows never ran
+    assert sum(b.dropped for b in seen.batches) == 1
+
+
+def test_close_drains_queued_work_and_refuses_new(heavy_bundle):
+    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=8))
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(rt.run, "image", {"pixel_values": pixels(8, i)}) for i in range(6)]
+        deadline = time.monotonic() + 30
+        while rt.queue_depth("image") < 5 and time.monotonic() < deadline:  # all queued behind the first
+            time.sleep(0.001)
+        assert rt.queue_depth("image") == 5, "the requests never queued up behind the first"
+        rt.close()  # returns once every queued request has its answer
+        # Each future completes when its thread wakes from the answered job: moments after close().
+        assert [f.result(timeout=10).shape for f in futures] == [(8, 8)] * 6
+    with pytest.raises(ShuttingDown):
+        rt.run("image", {"pixel_values": pixels(1, 0)})

@@ -1,0 +1,116 @@
+"""Graceful shutdown of a real `vistas serve` process: SIGTERM while requests are in flight.
+
+Every request the server accepted gets its complete 200 answer, /ready turns 503 during
+the drain while the server still serves, the process exits 0, and its stderr holds one
+JSON access-log line per request with the request id the client sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from support.prom import scrape, value
+from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png
+
+ROOT = Path(__file__).resolve().parents[2]
+RED = base64.b64encode(png(COLOR_RGB["red"])).decode()
+N_REQUESTS, IMAGES = 10, 16  # ~0.1 s of model time each, one at a time: ~1 s of queued work
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    bundle = build_bundle(tmp_path / "heavy", "heavy", heavy=(512, 16))
+    port = free_port()
+    env = {
+        **os.environ,
+        "VISTAS_THREADS": "1",
+        "VISTAS_BATCH_MAX_SIZE": str(IMAGES),  # one request per model call: the queue stays long
+        "VISTAS_SHUTDOWN_DELAY_S": "1.0",
+        "VISTAS_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready in 60 s"
+            time.sleep(0.1)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_mid_load_loses_no_accepted_request(server_process):
+    proc, url = server_process
+    done_at: dict[int, float] = {}
+
+    def embed(i: int) -> httpx.Response:
+        r = httpx.post(f"{url}/v1/embed", json={"images": [RED] * IMAGES}, headers={"X-Request-ID": f"load-{i}"},
+                       timeout=60)  # fmt: skip
+        done_at[i] = time.monotonic()
+        return r
+
+    with ThreadPoolExecutor(N_REQUESTS) as pool:
+        futures = [pool.submit(embed, i) for i in range(N_REQUESTS)]
+        for _ in range(500):  # every request accepted (in progress), the scrape being one more
+            if value(scrape(url), "vistas_http_requests_in_progress") >= N_REQUESTS + 1:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the requests never were all in progress")
+        proc.send_signal(signal.SIGTERM)
+        sigterm_at = time.monotonic()
+        ready = httpx.get(f"{url}/ready", timeout=5)  # within shutdown_delay_s: still listening
+        late = httpx.post(f"{url}/v1/embed", json={"texts": ["red"]}, headers={"X-Request-ID": "late"}, timeout=60)
+        answers = [f.result() for f in futures]
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "draining"
+    assert late.status_code == 200  # accepted during the drain delay: served too
+    for r in answers:
+        assert r.status_code == 200, r.text
+        emb = np.asarray(r.json()["image_embeddings"])
+        assert emb.shape == (IMAGES, DIM) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert max(done_at.values()) > sigterm_at, "all requests finished before SIGTERM: nothing was drained"
+    assert proc.returncode == 0, stderr[-3000:]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=2)
+
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = {rec["request_id"]: rec for rec in lines if rec["logger"] == "vistas.access"}
+    for i in range(N_REQUESTS):
+        rec = access[f"load-{i}"]
+        assert (rec["status"], rec["route"], rec["model"], rec["method"]) == (200, "/v1/embed", "heavy", "POST")
+        assert rec["latency_ms"] > 0
+    assert access["late"]["status"] == 200
+    assert any("draining" in rec["message"] for rec in lines)
+    assert len([ln for ln in stderr.splitlines() if ln.strip()]) == len(lines), "every log line is JSON"
