@@ -1,10 +1,27 @@
 // The search page: text or a dropped image -> POST /v1/search -> a grid of thumbnails with scores.
 // Plain browser JavaScript, no build step and nothing from the network but this server.
 // URL parameters ?q=...&collection=...&k=... fill the form and search at once (shareable links).
+// A server with API keys answers 401: the page then asks for a key, keeps it in localStorage and
+// sends it as a Bearer token (thumbnails too, fetched as blobs since <img> sends no headers).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const KEY = "vistas-api-key";
+
+function authHeaders() {
+  const key = localStorage.getItem(KEY);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  if (response.status === 401) {
+    $("api-key").hidden = false;
+    $("api-key").focus();
+  }
+  return response;
+}
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -19,7 +36,7 @@ function itemPath(collection, id, kind) {
 
 async function loadCollections() {
   const select = $("collection");
-  const response = await fetch("/v1/collections");
+  const response = await api("/v1/collections");
   const body = await response.json();
   if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
   for (const c of body.collections) {
@@ -41,7 +58,13 @@ function resultCard(collection, hit) {
   const img = document.createElement("img");
   img.className = "thumb";
   img.alt = hit.id;
-  img.src = itemPath(collection, hit.id, "images");
+  const src = itemPath(collection, hit.id, "images");
+  if (localStorage.getItem(KEY)) {
+    api(src).then((r) => (r.ok ? r.blob() : Promise.reject())).then((b) => { img.src = URL.createObjectURL(b); })
+      .catch(() => img.onerror());
+  } else {
+    img.src = src;
+  }
   img.onerror = () => {  // items added as vectors or texts have no thumbnail
     const box = document.createElement("div");
     box.className = "no-image";
@@ -72,7 +95,7 @@ async function search(query) {
   setStatus("Searching…");
   const started = performance.now();
   try {
-    const response = await fetch("/v1/search", {
+    const response = await api("/v1/search", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ collection, k: Number($("k").value), ...query }),
@@ -119,7 +142,13 @@ drop.addEventListener("drop", (event) => {
   searchImage(event.dataTransfer.files[0]);
 });
 
-loadCollections()
+$("api-key").addEventListener("change", () => {
+  localStorage.setItem(KEY, $("api-key").value.trim());
+  $("collection").replaceChildren();
+  start();
+});
+
+const start = () => loadCollections()
   .then(() => {
     if (params.get("k")) $("k").value = params.get("k");
     if (params.get("q")) {
@@ -128,3 +157,4 @@ loadCollections()
     }
   })
   .catch((err) => setStatus(`Could not list collections: ${err.message}`, true));
+start();

@@ -205,3 +205,31 @@ def test_dropping_an_image_searches_by_image(page_server, tmp_path):
         assert blue_pixels > 60 * 60  # the blue thumbnail is drawn first in the grid
     finally:
         browser.close()
+
+
+def test_page_on_a_server_with_api_keys(bundles, tmp_path):
+    """The page itself is public (made so by settings); the API calls and thumbnails carry the key."""
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path / "index"), threads=1, api_keys=["s3cret"],
+                        public_paths=["/health", "/", "/static/*"])
+    with running_server(create_app(settings)) as live:
+        auth = {"authorization": "Bearer s3cret"}
+        item = {"id": "red", "image": base64.b64encode(png(COLOR_RGB["red"])).decode()}
+        assert httpx.post(f"{live.url}/v1/collections/keyed/items", json={"items": [item]}, headers=auth).status_code == 200
+        assert httpx.get(f"{live.url}/v1/collections/keyed/images/red").status_code == 401
+        browser = DevTools(tmp_path)
+        try:
+            browser.call("Page.navigate", url=f"{live.url}/?collection=keyed")
+            browser.wait_for("!document.getElementById('api-key').hidden")  # 401: the page asks for a key
+            browser.evaluate("const k = document.getElementById('api-key'); k.value = 's3cret';"
+                             "k.dispatchEvent(new Event('change'))")
+            browser.wait_for("document.getElementById('collection').value === 'keyed'")
+            browser.evaluate("document.getElementById('text').value = 'red';"
+                             "document.getElementById('form').requestSubmit()")
+            browser.wait_for("document.getElementById('results').dataset.state === 'done'")
+            browser.wait_for("[...document.querySelectorAll('.result img.thumb')].some(i => i.complete && i.naturalWidth)")
+            assert browser.evaluate("document.querySelector('.result').dataset.id") == "red"
+        finally:
+            browser.close()
