@@ -1,6 +1,7 @@
 """`make bench` / `vistas bench`: speed as ratios against a baseline measured in the same run.
 
     vistas bench [--quick] [--only 1,2,3,4] [--threads 2] [--out build/bench.json]
+    vistas bench index [--quick] [--n 1000000]     # bench/index_bench.py: search + batch indexing
 
 1. image-embedding throughput: `vistas serve` over HTTP at concurrency 8 (fp32 and int8
    bundles) vs transformers' SiglipVisionModel eager in-process, same threads, same photos;
@@ -19,22 +20,22 @@ to the JSON file; measurements of competing sides are interleaved (A, B, A, B) a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
+from bench.report import print_row, save
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("1", "2", "3", "4")
 
 
-def _print_row(r: dict) -> None:
-    fields = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "name")
-    print(f"{r['name']:<48} {fields}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "index":
+        from bench.index_bench import main as index_main
+
+        return index_main(argv[1:])
     p = argparse.ArgumentParser(prog="vistas bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny bundled model, few repeats: checks the benchmarks run")
     p.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmark numbers (default: all)")
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for key in only:
         for r in runs[key]():
-            _print_row(r)
+            print_row(r)
             results.append(r)
     report = {
         "quick": args.quick,
@@ -74,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} ({report['seconds']} s)")
+    save(report, args.out)
     return 0
 
 

@@ -17,6 +17,7 @@ from clients.types import (
     CollectionInfo,
     DeleteResult,
     EmbedResult,
+    Item,
     ModelInfo,
     SearchResult,
     UpsertResult,
@@ -96,6 +97,19 @@ class Client:
 
     def delete_item(self, id: str, *, collection: str = "default") -> DeleteResult:
         return DeleteResult.model_validate(self._request("DELETE", P.item_path(collection, id)))
+
+    def get_item(self, id: str, *, collection: str = "default", vector: bool = False) -> Item:
+        """One item's metadata (and stored unit vector with `vector=True`); NotFoundError if absent."""
+        path = P.item_path(collection, id) + ("?vector=true" if vector else "")
+        return Item.model_validate(self._request("GET", path))
+
+    def count(self, collection: str = "default") -> int:
+        """Live items in the collection."""
+        return (self.get_collection(collection)).count
+
+    def list_collections(self) -> list[CollectionInfo]:
+        body = self._request("GET", "/v1/collections")
+        return [CollectionInfo.model_validate(c) for c in body["collections"]]
 
     def get_collection(self, name: str = "default") -> CollectionInfo:
         return CollectionInfo.model_validate(self._request("GET", P.collection_path(name)))

@@ -71,9 +71,19 @@ class ModelInfo(_Result):
 
 class CollectionInfo(_Result):
     name: str
-    count: int
+    count: int  # live items
     space: str
-    index: str  # FAISS factory string, e.g. "IDMap2,Flat"
+    index: str  # FAISS factory string, e.g. "Flat", "HNSW32", "IVF4096,PQ64"
+    dim: int | None = None
+    params: dict[str, int] = Field(default_factory=dict)  # tuned efSearch / nprobe
+    recall_at_10: float | None = None  # measured against exact search when the index was built
+    tombstones: int = 0
+
+
+class Item(_Result):
+    id: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] | None = None  # with get_item(..., vector=True)
 
 
 def _array(rows: list[list[float]], dim: int):

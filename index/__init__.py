@@ -2,25 +2,28 @@
 
     from index import Collection, Collections
 
-    col = Collection.create("runs/idx/default", dim=768, space_id=bundle.space_id)
+    col = Collection.create("runs/idx/default", dim=768, space_id=bundle.space_id)  # IndexConfig("auto")
     col.upsert(["a", "b"], vectors, [{"kind": "cat"}, {"kind": "dog"}], space_id=bundle.space_id)
-    col.flush()
+    col.rebuild(IndexConfig(factory="HNSW32"))  # or let "auto" choose by size and memory budget
     col.search(query, k=5, filter={"kind": {"$in": ["cat", "dog"]}})  # -> [Hit(id, score, metadata)]
 
 No torch here: the server imports this package.
 """
 
-from index.collection import INDEX_FACTORY, Collection, Hit, SpaceMismatchError
+from index.collection import Collection, Hit, SpaceMismatchError
 from index.filters import compile_filter
+from index.indexes import AUTO, IndexConfig, choose_factory
 from index.registry import CollectionNotFoundError, Collections, check_name
 
 __all__ = [
-    "INDEX_FACTORY",
+    "AUTO",
     "Collection",
     "CollectionNotFoundError",
     "Collections",
     "Hit",
+    "IndexConfig",
     "SpaceMismatchError",
     "check_name",
+    "choose_factory",
     "compile_filter",
 ]

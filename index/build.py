@@ -1,19 +1,39 @@
-"""Batch indexing: embed a whole collection of images into a FAISS + SQLite collection.
+"""Batch indexing: embed a whole source of images into a collection, resumably.
 
-    vistas index build --bundle B --source photos/ --out idx/
+    vistas index build --bundle B --source photos/ --out idx/ [--engine ray] [--embeddings-out emb/]
     vistas serve B --index idx/
 
-The embedder is handed in (anything with `embed_images(list[PIL]) -> (N, D)`, `dim` and
-`space_id`), so this module needs no model runtime of its own. Bad files are skipped,
-counted and listed in `OUT/<collection>/build_report.json`; they never stop the job.
+The source is cut into units (vistas/sources.py: a tar shard, a Parquet file, or `unit_size`
+listed items) read in a fixed order. Each unit is decoded (parallel threads: PIL releases the
+GIL while decoding), embedded in batches, optionally written as a Parquet shard
+(`embeddings_out/part-<unit>.parquet`, atomically), and then committed to the collection in ONE
+SQLite transaction together with the job's progress. So a job killed at any moment (kill -9
+included) and started again continues at the first uncommitted unit: no item missing, none
+doubled (its shard, if written, is rewritten whole). Resuming over a source that changed since
+is refused; `resume=False` starts over.
+
+A job that starts on an empty collection loads in bulk (Collection.bulk_load): its index type is
+chosen for the final size, trained once on a sample and filled batch by batch at the end.
+
+Engines: "local" (threads + the model in this process) or "ray" (index/ray_engine.py: Ray Data
+batch inference, actors holding the model). Both yield the same rows, and the commit path here
+is shared, so they build the same collection.
+
+Bad files are skipped, counted, and all listed in `OUT/<collection>/build_report.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import itertools
 import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -21,16 +41,69 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from index.collection import Collection
+from index.indexes import IndexConfig
 from index.registry import Collections
-from vistas.images import DEFAULT_MAX_PIXELS, DecodeStats
-from vistas.sources import count_source, decode_items, iter_source
+from index.thumbnails import make_thumbnail
+from vistas.images import DEFAULT_MAX_PIXELS, decode_image
+from vistas.sources import Item, Unit, count_source, fingerprint, iter_unit, split_source
+
+ENGINES = ("local", "ray")
+_EXAMPLES = 20
 
 
 class ImageEmbedder(Protocol):
+    """What the job needs of a model. A `serving.model.ServedModel` also offers `image_inputs` and
+    `runtime`: the job then preprocesses in its decode threads and runs the batch tensors itself."""
+
     dim: int
     space_id: str
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How a batch indexing job runs. Defaults suit a laptop; the CLI exposes each field."""
+
+    collection: str = "default"
+    batch_size: int = 64  # images per model call
+    workers: int = 2  # decode threads (local engine); Ray decodes in its actors
+    unit_size: int = 1024  # listed items per commit: the resume granularity of folders / CSV / JSONL
+    engine: str = "local"  # "local" or "ray"
+    embeddings_out: str | None = None  # also write (id, embedding, metadata) Parquet shards here
+    index: IndexConfig = field(default_factory=IndexConfig)  # for a new collection / a bulk load
+    thumbnails: bool = True  # keep a small JPEG per item for result grids (~2-6 KB each)
+    resume: bool = True  # continue an interrupted job over the same source
+    progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    ray_address: str | None = None  # None: the running Ray instance, or a new local one
+    ray_actors: int = 1  # model replicas (Ray actors)
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        for name in ("batch_size", "workers", "unit_size", "ray_actors"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Row:
+    """One source item after the embedding stage: a vector, or the reason it has none."""
+
+    id: str
+    caption: str | None
+    metadata: dict
+    vector: np.ndarray | None = None  # (D,) unit float32
+    thumbnail: bytes | None = None
+    inputs: dict | None = None  # the model's input tensors for this image, (1, ...) each
+    error: str | None = None  # why a bad item has no vector
+    code: str | None = None  # the error's machine-readable code ("missing_file", "invalid_image", ...)
+
+    @property
+    def item_metadata(self) -> dict:
+        return dict(self.metadata, **({"caption": self.caption} if self.caption else {}))
 
 
 @dataclass
@@ -41,63 +114,267 @@ class BuildReport:
     failed: int = 0
     failures_by_code: dict[str, int] = field(default_factory=dict)
     failure_examples: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # every bad item, "id: code: message"
+    units: int = 0
+    resumed_at_unit: int = 0
+    index: dict = field(default_factory=dict)  # the collection's info() after the build
+    embeddings_out: str | None = None
     seconds: float = 0.0
 
     @property
     def items_per_s(self) -> float:
-        return self.indexed / self.seconds if self.seconds else 0.0
+        return (self.indexed + self.failed) / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
         s = f"indexed {self.indexed} items into '{self.collection}' in {self.seconds:.1f}s ({self.items_per_s:.1f} items/s)"
+        if self.resumed_at_unit:
+            s += f", resumed at unit {self.resumed_at_unit}/{self.units}"
+        if self.index:
+            recall = self.index.get("recall_at_10")
+            s += f"; index {self.index['index']}" + (f", recall@10 {recall:.3f}" if recall is not None else "")
         if self.failed:
             codes = ", ".join(f"{k}={v}" for k, v in sorted(self.failures_by_code.items()))
             s += f"; skipped {self.failed} bad items ({codes}), listed in build_report.json"
         return s
 
 
-def _batches(pairs: Iterator, size: int) -> Iterator[list]:
-    """Batches of (item, image); an id seen again starts a new batch, so the later copy wins
-    by a second upsert (a collection refuses duplicate ids inside one upsert)."""
-    batch, ids = [], set()
-    for item, image in pairs:
-        if len(batch) == size or item.id in ids:
-            yield batch
-            batch, ids = [], set()
-        batch.append((item, image))
-        ids.add(item.id)
-    if batch:
-        yield batch
-
-
 def build_index(
     source: str,
     out_dir: str | Path,
     model: ImageEmbedder,
+    config: BuildConfig | None = None,
     *,
-    collection: str = "default",
-    batch_size: int = 64,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: bool = True,
+    model_factory: Callable[[], ImageEmbedder] | None = None,
+    **overrides,
 ) -> BuildReport:
-    """Embed every decodable image of `source` and upsert it (id, vector, caption + metadata)."""
+    """Embed every decodable image of `source` into `out_dir/<collection>` (see the module docstring).
+
+    `overrides` are BuildConfig fields. The Ray engine needs `model_factory` (picklable, e.g.
+    functools.partial(serving.model.load_model, bundle_dir)): each actor builds its own model.
+    """
+    config = dataclasses.replace(config or BuildConfig(), **overrides)
+    if config.engine == "ray" and model_factory is None:
+        raise ValueError("the ray engine needs model_factory: a picklable callable that loads the model in each actor")
     t0 = time.perf_counter()
-    items = iter_source(source)  # validates the source before anything is created
-    coll = Collections(out_dir).get_or_create(collection, dim=model.dim, space_id=model.space_id)
-    stats = DecodeStats()
-    report = BuildReport(source=str(source), collection=collection)
-    bar = tqdm(total=count_source(source), desc=f"index {collection}", unit="img", disable=not progress, dynamic_ncols=True)
-    for batch in _batches(decode_items(items, max_pixels=max_pixels, stats=stats), batch_size):
-        done, images = zip(*batch)
-        vectors = model.embed_images(list(images))  # (n, D), L2-normalised
-        metadata = [dict(item.metadata, **({"caption": item.caption} if item.caption else {})) for item in done]
-        report.indexed += coll.upsert([item.id for item in done], vectors, metadata, space_id=model.space_id)
-        bar.update(stats.ok + stats.failed - bar.n)  # failures advance the bar too
-        bar.set_postfix(bad=stats.failed)
-    bar.update(stats.ok + stats.failed - bar.n)
-    bar.close()
-    coll.flush()
-    report.failed, report.failures_by_code, report.failure_examples = stats.failed, stats.by_code, stats.examples
+    units = split_source(source, config.unit_size)  # validates the source before anything is created
+    job = f"build:{Path(source).resolve()}"
+    with Collections(out_dir) as collections:
+        coll = collections.get_or_create(config.collection, model.dim, model.space_id, config.index)
+        state = _start_state(coll, job, fingerprint(units), config)
+        report = BuildReport(source=str(source), collection=config.collection, units=len(units),
+                             resumed_at_unit=state["units_done"], embeddings_out=config.embeddings_out)
+        total = count_source(source)
+        bar = tqdm(total=total, initial=min(state["items"], total or state["items"]), desc=f"index {config.collection}",
+                   unit="img", disable=not config.progress, dynamic_ncols=True, smoothing=0.1)
+        rows = _engine_rows(units, state["units_done"], model, model_factory, config)
+        if state["bulk"]:
+            with coll.bulk_load(config.index):
+                _commit_units(coll, job, state, rows, model.space_id, config, bar)
+        else:
+            _commit_units(coll, job, state, rows, model.space_id, config, bar)
+        bar.close()
+        state["complete"] = True
+        coll.upsert([], np.zeros((0, coll.dim), np.float32), jobs={job: state})
+        failures = [f for unit in coll.job_states(f"{job}/failures/") for f in unit]
+        report.index = coll.info()
+    report.indexed, report.failed = state["indexed"], state["failed"]
+    report.failures_by_code, report.failures = state["by_code"], failures
+    report.failure_examples = failures[:_EXAMPLES]
     report.seconds = time.perf_counter() - t0
-    report_path = Path(out_dir) / collection / "build_report.json"
+    report_path = Path(out_dir) / config.collection / "build_report.json"
     report_path.write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _start_state(coll: Collection, job: str, fp: str, config: BuildConfig) -> dict:
+    state = coll.job_state(job) if config.resume else None
+    if state is not None and not state.get("complete"):
+        if state["fingerprint"] != fp:
+            raise ValueError(
+                f"the source changed since the interrupted build of {job[6:]} (its files or their order differ); "
+                "run again with --no-resume to index it from the start"
+            )
+        return state
+    coll.delete_jobs(f"{job}/failures/")
+    return {"fingerprint": fp, "units_done": 0, "items": 0, "indexed": 0, "failed": 0, "by_code": {},
+            "bulk": coll.count == 0, "complete": False}
+
+
+def _commit_units(
+    coll: Collection, job: str, state: dict, rows: Iterator[tuple[int, list[Row]]], space_id: str,
+    config: BuildConfig, bar,
+) -> None:
+    """Per unit: shard file, then items + progress in one commit (the resume point)."""
+    for unit_index, unit_rows in rows:
+        good = list({r.id: r for r in unit_rows if r.error is None}.values())  # a repeated id: the last wins
+        bad = [r for r in unit_rows if r.error is not None]
+        if config.embeddings_out:
+            write_shard(Path(config.embeddings_out) / f"part-{unit_index:06d}.parquet", good, space_id)
+        state["units_done"] = unit_index + 1
+        state["items"] += len(unit_rows)
+        state["indexed"] += len(good)
+        state["failed"] += len(bad)
+        for r in bad:
+            state["by_code"][r.code] = state["by_code"].get(r.code, 0) + 1
+        bad = [f"{r.id}: {r.code}: {r.error}" for r in bad]
+        vectors = np.stack([r.vector for r in good]) if good else np.zeros((0, coll.dim), np.float32)
+        coll.upsert(
+            [r.id for r in good], vectors, [r.item_metadata for r in good], space_id=space_id,
+            thumbnails=[r.thumbnail for r in good] if config.thumbnails else None,
+            jobs={job: state, **({f"{job}/failures/{unit_index:06d}": bad} if bad else {})},
+        )
+        bar.update(len(unit_rows))
+        bar.set_postfix(bad=state["failed"])
+
+
+def _engine_rows(units: list[Unit], start: int, model, model_factory, config: BuildConfig):
+    if config.engine == "ray":
+        from index.ray_engine import ray_rows
+
+        return ray_rows(units, start, model_factory, config)
+    return local_rows(units, start, model, config)
+
+
+# --- the local engine ----------------------------------------------------------
+
+
+def local_rows(units: list[Unit], start: int, model: ImageEmbedder, config: BuildConfig) -> Iterator[tuple[int, list[Row]]]:
+    """(unit index, rows) for units[start:], decoding in threads while the model runs."""
+    with ThreadPoolExecutor(config.workers, thread_name_prefix="decode") as pool:
+        for unit_index in range(start, len(units)):
+            rows: list[Row] = []
+            for batch in _decoded_batches(iter_unit(units[unit_index]), pool, config, model):
+                rows += embed_batch(model, batch)
+            yield unit_index, rows
+
+
+def _decoded_batches(items: Iterator[Item], pool: ThreadPoolExecutor, config: BuildConfig, model) -> Iterator[list]:
+    """Batches of decode results; the next batch decodes while the caller embeds this one."""
+    pending = None
+    for batch in iter(lambda: list(islice(items, config.batch_size)), []):
+        futures = [pool.submit(decode_item, item.id, item.caption, item.metadata, item.read if item.error is None
+                               else item.error, config, model) for item in batch]
+        if pending is not None:
+            yield [f.result() for f in pending]
+        pending = futures
+    if pending is not None:
+        yield [f.result() for f in pending]
+
+
+def decode_item(
+    id: str, caption, metadata: dict, data, config: BuildConfig, model=None
+) -> tuple[Row, Image.Image | None]:
+    """(row without vector, image) or (row with error, None). `data`: bytes, a reader, or an error.
+
+    With a model that has `image_inputs`, the image is also preprocessed here (in the calling
+    decode thread), so the model's thread only runs the network."""
+    row = Row(id=id, caption=caption, metadata=metadata)
+    try:
+        if isinstance(data, Exception):
+            raise data
+        image = decode_image(data() if callable(data) else data, max_pixels=config.max_pixels)
+        if config.thumbnails:
+            row.thumbnail = make_thumbnail(image)
+        if hasattr(model, "image_inputs") and hasattr(model, "runtime"):
+            row.inputs = model.image_inputs([image])
+        return row, image
+    except Exception as e:  # noqa: BLE001 - by contract nothing an item does stops the job
+        row.code, row.error = getattr(e, "code", type(e).__name__), str(e)
+        return row, None
+
+
+def embed_batch(model: ImageEmbedder, decoded: Iterable[tuple[Row, Image.Image | None]]) -> list[Row]:
+    decoded = list(decoded)
+    ok = [(row, image) for row, image in decoded if image is not None]
+    if ok:
+        batched = _stack_inputs([row.inputs for row, _ in ok])
+        if batched is not None:
+            vectors = model.runtime.run("image", batched)  # (n, D), L2-normalised
+        else:
+            vectors = model.embed_images([image for _, image in ok])
+        for (row, _), v in zip(ok, vectors):
+            row.vector = np.asarray(v, dtype=np.float32)
+            row.inputs = None
+    return [row for row, _ in decoded]
+
+
+def _stack_inputs(per_image: list[dict | None]) -> dict | None:
+    """Per-image input tensors -> one batch, or None when they do not stack (then embed_images)."""
+    if not per_image or any(x is None for x in per_image):
+        return None
+    names = per_image[0].keys()
+    if any(x.keys() != names or any(x[n].shape != per_image[0][n].shape for n in names) for x in per_image):
+        return None  # e.g. variable-resolution inputs: the model batches them itself
+    return {n: np.concatenate([x[n] for x in per_image]) for n in names}
+
+
+# --- embedding shards ----------------------------------------------------------
+
+
+def write_shard(path: Path, rows: list[Row], space_id: str) -> None:
+    """Parquet (id: string, embedding: fixed_size_list<float32>, metadata: JSON string), atomically.
+
+    The schema metadata records the embedding space and dim, so a shard is never mixed with
+    vectors of another model. An id repeated across shards: the later shard wins.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = len(rows[0].vector) if rows else 0
+    flat = np.concatenate([r.vector for r in rows]).astype(np.float32) if rows else np.zeros(0, np.float32)
+    table = pa.table(
+        {
+            "id": pa.array([r.id for r in rows], pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), max(dim, 1)) if rows
+            else pa.array([], pa.list_(pa.float32(), 1)),
+            "metadata": pa.array([json.dumps(r.item_metadata) for r in rows], pa.string()),
+        }
+    ).replace_schema_metadata({"vistas.space_id": space_id, "vistas.dim": str(dim)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def import_shards(directory: str | Path, out_dir: str | Path, collection: str = "default",
+                  index: IndexConfig | None = None) -> dict:
+    """Build a collection from embedding shards (ours, or any with the same three columns).
+
+    Shard by shard into SQLite (one transaction each), then the index once: trained on a sample,
+    filled batch by batch, so no more than a shard of raw vectors is ever in memory. Every shard
+    must carry the same embedding space. Returns the collection's info().
+    """
+    shards = read_shards(directory)
+    first = next(shards, None)
+    if first is None:
+        raise FileNotFoundError(f"no part-*.parquet shards in {directory}")
+    ids, vectors, _, space = first
+    if not space:
+        raise ValueError(f"{directory}: shards carry no vistas.space_id; they were not written by vistas")
+    with Collections(out_dir) as collections:
+        coll = collections.get_or_create(collection, vectors.shape[1], space, index)
+        with coll.bulk_load(index):
+            for ids, vectors, metadata, shard_space in itertools.chain([first], shards):
+                keep = sorted({id: i for i, id in enumerate(ids)}.values())  # an id repeated: the last wins
+                coll.upsert([ids[i] for i in keep], vectors[keep], [metadata[i] for i in keep], space_id=shard_space)
+        return coll.info()
+
+
+def read_shards(directory: str | Path) -> Iterator[tuple[list[str], np.ndarray, list[dict], str]]:
+    """(ids, embeddings (n, D) float32, metadata, space_id) per shard, in shard order."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(Path(directory).glob("part-*.parquet")):
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        space = meta.get(b"vistas.space_id", b"").decode()
+        ids = table.column("id").to_pylist()
+        dim = int(meta.get(b"vistas.dim", b"0"))
+        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.reshape(len(ids), dim) if ids else np.zeros((0, dim), np.float32)
+        yield ids, vectors.astype(np.float32), [json.loads(m) for m in table.column("metadata").to_pylist()], space

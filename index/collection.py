@@ -1,47 +1,77 @@
-"""A collection: SQLite items (the truth) + a FAISS index (a rebuildable cache).
+"""A collection: SQLite items + write-ahead log (the truth) and a FAISS index (a snapshot + replay).
 
 A collection directory holds
-  collection.sqlite  items: string id, metadata JSON, float32 vector (see store.py)
-  index.faiss        FAISS snapshot, "IDMap2,Flat" inner product, ids = SQLite keys
-  collection.json    name, dim, space_id, index factory string, count, and the
-                     SQLite generation the snapshot reflects
+  collection.sqlite     items (string id, metadata JSON, float32 vector), the write-ahead log,
+                        thumbnails and batch-job progress (see store.py)
+  index-<seq>-<r>.faiss the FAISS snapshot: every logged write up to log seq <seq>
+  collection.json       name, dim, space_id, index type, tuned knob, measured recall, the index
+                        config, and which snapshot file reflects which log seq
 
-Writes commit to SQLite first (the durability point), then update the in-memory FAISS
-index; `flush()` writes the snapshot. `open()` rebuilds the index from SQLite whenever
-the snapshot is missing, unreadable, or does not match SQLite's generation or count.
+Durability. A write (upsert/delete) commits its items and its log entries in one SQLite
+transaction and only then returns: that commit is the acknowledgement. The FAISS index in memory
+is updated after it. Snapshots are written atomically (temp file, fsync, rename, then
+collection.json the same way, then the directory is fsynced): collection.json always names a
+complete snapshot. Opening loads that snapshot and replays the log entries after its seq, so
+`kill -9` at any moment loses no acknowledged write and leaves nothing half-written. A missing,
+corrupt or inconsistent snapshot is rebuilt from the items. The log is truncated up to a
+snapshot's seq once that snapshot is durable, and a snapshot is taken whenever the log since the
+last one exceeds max(SNAPSHOT_MIN_OPS, 10% of the collection), so replay stays short.
 
-Vectors are unit-length float32, so inner product is cosine similarity. Inputs are
-L2-normalised here; NaN/inf, zero vectors and wrong dims are refused.
+Deletes. A delete or an upsert that replaces a vector kills the item's key (keys are never
+reused). The dead key stays in the FAISS index as a tombstone that every search excludes (see
+search.py). Compaction removes tombstones: in place for types that can remove ids (Flat, IVF),
+by a rebuild for types that cannot (HNSW); it runs when tombstones exceed COMPACT_FRACTION of the
+index, and on `compact()`.
 
-Filtered search is exact: SQLite selects the keys whose metadata matches, and FAISS
-searches only those through an IDSelector, so k results come back whenever k items
-match, however far they are from the unfiltered top-k.
+Index types: chosen by size and memory budget when the config says "auto", else a FAISS factory
+string (see indexes.py). `rebuild()` builds a fresh index from the items (trained once on a
+sample, filled batch by batch, tuned to the target recall) without holding the lock, then
+catches up with the writes made meanwhile and swaps it in. With "auto", a collection whose size
+doubled since its type was chosen, and whose best type changed, is rebuilt in the background.
 
 Not for several processes writing one directory at once: one process owns a collection.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import threading
+import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from index.indexes import (
+    AUTO,
+    IndexConfig,
+    choose_factory,
+    index_ids,
+    is_lossy,
+    knob_range,
+    new_index,
+    train,
+    training_size,
+)
+from index.quality import exact_top_k, recall_at_k, tune_knob
+from index.search import IndexState, exact_scan, index_search, search_all, search_filtered
 from index.store import SQLITE_FILE, ItemStore
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.faiss"
 INFO_FILE = "collection.json"
-# Exact inner-product search keyed by our int64 ids. IDMap2 (not IDMap) keeps the
-# id -> slot map, so vectors can be reconstructed and removed by id.
-INDEX_FACTORY = "IDMap2,Flat"
+SNAPSHOT_GLOB = "index-*.faiss"
+SNAPSHOT_MIN_OPS = 10_000
+COMPACT_FRACTION = 0.2
+COMPACT_MIN = 1000  # tombstones below this many are never worth a compaction
+RECALL_K = 10
+MAX_RERANK = 64  # candidates per result a lossy index may re-score to reach its target recall
 
 
 class SpaceMismatchError(ValueError):
@@ -67,70 +97,92 @@ class Collection:
     """Upsert, delete, get and search unit vectors with string ids and JSON metadata.
 
     Make one with `Collection.create(path, dim=..., space_id=...)`, reload with
-    `Collection.open(path)`. All methods are thread-safe: one lock serialises them,
-    since neither the SQLite connection nor a FAISS index being modified may be shared.
+    `Collection.open(path)`. All methods are thread-safe: one lock serialises reads and writes
+    (neither the SQLite connection nor a FAISS index being modified may be shared); a rebuild
+    builds outside the lock.
     """
 
-    def __init__(self, path: Path, store: ItemStore, index: faiss.Index, *, dirty: bool):
+    def __init__(self, path: Path, store: ItemStore, state: IndexState, config: IndexConfig, snapshot_seq: int):
         self.path = path
+        self.config = config
         self._store = store
-        self._index = index
-        self._dirty = dirty  # the in-memory index is ahead of the snapshot on disk
+        self._state = state
         self._lock = threading.RLock()
+        self._rebuild_lock = threading.Lock()
+        self._count = store.count()
+        self._snapshot_seq = snapshot_seq  # the log seq the snapshot on disk reflects
+        self._applied_seq = snapshot_seq  # the log seq the in-memory index reflects
+        self._pinned_seq: int | None = None  # a rebuild in progress replays the log from here
+        self._deferred = False  # bulk load: writes skip the index until the closing rebuild
+        self._background: threading.Thread | None = None
+        self._closed = False
 
     # --- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, *, dim: int, space_id: str, name: str | None = None) -> "Collection":
+    def create(
+        cls, path: str | Path, *, dim: int, space_id: str, name: str | None = None, config: IndexConfig | None = None
+    ) -> "Collection":
         path = Path(path)
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(space_id, str) or not space_id:
             raise ValueError(f"space_id must be a non-empty string (the bundle's space id), got {space_id!r}")
+        config = config or IndexConfig()
+        factory = choose_factory(0, dim, config.memory_budget) if config.factory == AUTO else config.factory
+        index = new_index(factory, dim)  # validates the factory string before anything is written
+        if not index.is_trained:
+            # An IVF type needs data to train on: hold items in a Flat index until there are enough
+            # (the first rebuild builds the configured type; see _after_write).
+            factory, index = "Flat", new_index("Flat", dim)
         path.mkdir(parents=True, exist_ok=True)
         store = ItemStore.create(path / SQLITE_FILE, dim=dim, space_id=space_id, name=name or path.name)
-        collection = cls(path, store, _new_index(dim), dirty=True)
+        state = IndexState(index, factory)
+        state.recall = 1.0 if state.exact else None  # an approximate index is measured when built
+        collection = cls(path, store, state, config, snapshot_seq=0)
         collection.flush()
         return collection
 
     @classmethod
-    def open(cls, path: str | Path) -> "Collection":
+    def open(cls, path: str | Path, config: IndexConfig | None = None) -> "Collection":
+        """Load the snapshot and replay the log after it; rebuild from the items if it is unusable.
+
+        `config` replaces the stored index config (it applies from the next rebuild on).
+        """
         path = Path(path)
         store = ItemStore.open(path / SQLITE_FILE)
-        index, problem = _load_snapshot(path, store)
+        info = _read_info(path)
+        stored = _config_from(info)
+        state, seq, problem = _load_snapshot(path, store, info)
+        collection = cls(path, store, state or IndexState(new_index("Flat", store.dim), "Flat"), config or stored, seq)
         if problem is None:
-            return cls(path, store, index, dirty=False)
-        log.warning("collection %s: rebuilding the FAISS index from SQLite (%s)", path, problem)
-        collection = cls(path, store, _rebuild(store), dirty=True)
-        collection.flush()
+            problem = collection._replay()
+        if problem is not None:
+            log.warning("collection %s: rebuilding the FAISS index from SQLite (%s)", path, problem)
+            collection.rebuild()
         return collection
 
     def flush(self) -> None:
-        """Write the FAISS snapshot if it is behind. Call after each write batch.
+        """Write a snapshot if the in-memory index is ahead of the one on disk.
 
-        A no-op when nothing changed since the last flush. Skipping it loses nothing
-        (SQLite has every committed write); the next `open` then rebuilds the index.
+        Skipping it loses nothing: the log has every acknowledged write and `open` replays it.
         """
         with self._lock:
-            if not self._dirty:
+            if self._applied_seq == self._snapshot_seq and (self.path / INFO_FILE).is_file():
                 return
-            _atomic_write(self.path / INDEX_FILE, lambda tmp: faiss.write_index(self._index, str(tmp)))
-            info = {
-                "name": self.name,
-                "dim": self.dim,
-                "space_id": self.space_id,
-                "index": INDEX_FACTORY,
-                "metric": "inner_product",
-                "count": self._index.ntotal,
-                "generation": self._store.generation,  # the SQLite write generation this snapshot reflects
-            }
-            _atomic_write(self.path / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-            self._dirty = False
+            self._write_snapshot()
 
     def close(self) -> None:
+        background = self._background
+        if background is not None:
+            background.join()
         with self._lock:
-            self.flush()
+            if self._closed:
+                return
+            if not self._deferred:
+                self.flush()
             self._store.close()
+            self._closed = True
 
     def __enter__(self) -> "Collection":
         return self
@@ -154,12 +206,37 @@ class Collection:
 
     @property
     def count(self) -> int:
+        """Live items (tombstones excluded)."""
         with self._lock:
-            return self._index.ntotal
+            return self._count
+
+    @property
+    def factory(self) -> str:
+        return self._state.factory
+
+    @property
+    def tombstones(self) -> int:
+        with self._lock:
+            return len(self._state.tombstones)
 
     def info(self) -> dict:
         """The body of `GET /v1/collections/{name}`."""
-        return {"name": self.name, "count": self.count, "space": self.space_id, "index": INDEX_FACTORY}
+        with self._lock:
+            state = self._state
+            params = {state.knob_name: state.knob_value} if state.knob_value is not None else {}
+            if is_lossy(state.factory):
+                params["rerank_factor"] = state.rerank_factor
+            return {
+                "name": self.name,
+                "count": self._count,
+                "space": self.space_id,
+                "index": state.factory,
+                "dim": self.dim,
+                "params": params,
+                "recall_at_10": state.recall,
+                "target_recall": self.config.target_recall,
+                "tombstones": len(state.tombstones),
+            }
 
     def check_space(self, space_id: str) -> None:
         if space_id != self.space_id:
@@ -174,12 +251,15 @@ class Collection:
         metadata: list[dict | None] | None = None,
         *,
         space_id: str | None = None,
+        thumbnails: list[bytes | None] | None = None,
+        jobs: dict[str, object] | None = None,
     ) -> int:
-        """Insert new ids, replace existing ones (vector and metadata). Returns len(ids).
+        """Insert new ids, replace existing ones (vector, metadata, thumbnail). Returns len(ids).
 
-        vectors: (n, dim), normalised here. Duplicate ids within one call are refused:
-        which of two rows should win is the caller's decision, not ours to guess.
-        `space_id`, when given, must be the collection's (SpaceMismatchError otherwise).
+        Returns after the write is committed to the log (durable). vectors: (n, dim), normalised
+        here. Duplicate ids within one call are refused: which of two rows should win is the
+        caller's decision. `space_id`, when given, must be the collection's (SpaceMismatchError).
+        `thumbnails`: JPEG bytes or None per id. `jobs`: {name: JSON state} saved in the same commit.
         """
         if space_id is not None:
             self.check_space(space_id)
@@ -187,22 +267,19 @@ class Collection:
         x = _unit_rows(vectors, self.dim, "vectors")  # (n, dim)
         if len(x) != len(ids):
             raise ValueError(f"got {len(ids)} ids but {len(x)} vectors; they must pair up one to one")
-        if metadata is None:
-            metadata = [{}] * len(ids)
-        if len(metadata) != len(ids):
-            raise ValueError(f"got {len(ids)} ids but {len(metadata)} metadata entries")
-        metadata = [m if m is not None else {} for m in metadata]
-        for id, m in zip(ids, metadata):
-            if not isinstance(m, dict):
-                raise ValueError(f"metadata of item {id!r} must be a dict, got {type(m).__name__}")
-        if not ids:
+        metadata = _check_metadata(ids, metadata)
+        if thumbnails is not None and len(thumbnails) != len(ids):
+            raise ValueError(f"got {len(ids)} ids but {len(thumbnails)} thumbnails")
+        if not ids and not jobs:
             return 0
         with self._lock:
-            keys, replaced = self._store.upsert(ids, x, metadata)  # committed: durable from here
-            if len(replaced):
-                self._index.remove_ids(replaced)
-            self._index.add_with_ids(x, keys)
-            self._dirty = True
+            keys, dead = self._store.upsert(ids, x, metadata, thumbnails, jobs)  # committed: acknowledged
+            self._count += len(keys) - len(dead)
+            if not self._deferred:
+                self._state.bury(dead)
+                self._state.index.add_with_ids(x, keys)
+                self._applied_seq = self._store.last_seq()
+            self._after_write()
         return len(ids)
 
     def delete(self, ids: list[str]) -> int:
@@ -211,11 +288,85 @@ class Collection:
         if not ids:
             return 0
         with self._lock:
-            keys = self._store.delete(ids)
-            if len(keys):
-                self._index.remove_ids(keys)
-                self._dirty = True
+            keys = self._store.delete(ids)  # committed: acknowledged
+            self._count -= len(keys)
+            if not self._deferred and len(keys):
+                self._state.bury(keys)
+                self._applied_seq = self._store.last_seq()
+            self._after_write()
         return len(keys)
+
+    def job_state(self, name: str):
+        """A batch job's saved progress (see index/build.py), or None."""
+        with self._lock:
+            return self._store.job_state(name)
+
+    def job_states(self, prefix: str) -> list:
+        with self._lock:
+            return self._store.job_states(prefix)
+
+    def delete_jobs(self, prefix: str) -> None:
+        with self._lock:
+            self._store.delete_jobs(prefix)
+
+    @contextmanager
+    def bulk_load(self, config: IndexConfig | None = None):
+        """Writes inside go to SQLite and the log only; a clean exit rebuilds the index once.
+
+        For loading many items: the index type is chosen for the final size, trained once and
+        filled batch by batch, instead of growing item by item. Searches meanwhile are exact
+        scans of SQLite (correct, slow). If the block raises, the index stays behind and the next
+        `open` replays the log into it.
+        """
+        with self._lock:
+            self._deferred = True
+        yield self
+        self.rebuild(config)
+
+    def compact(self) -> None:
+        """Drop tombstones now: in place where the index type can remove ids, else by a rebuild."""
+        with self._lock:
+            if not self._state.tombstones:
+                return
+            if self._state.removable:
+                self._state.compact_in_place()
+                self._write_snapshot()
+                return
+        self.rebuild(factory=self._state.factory)
+
+    def _after_write(self) -> None:
+        """Compaction, snapshot and automatic re-choice of the index type, when due."""
+        state, n = self._state, self._count
+        if self._deferred:
+            return
+        if len(state.tombstones) >= max(COMPACT_MIN, COMPACT_FRACTION * state.index.ntotal):
+            if state.removable:
+                state.compact_in_place()
+            else:
+                self._start_background(state.factory)
+        if n >= 2 * max(state.built_for, 1000) and self._wanted_factory(n) != state.factory:
+            self._start_background(None)
+        if self._applied_seq - self._snapshot_seq >= max(SNAPSHOT_MIN_OPS, state.index.ntotal // 10):
+            self._write_snapshot()
+
+    def _wanted_factory(self, n: int) -> str:
+        config = self.config
+        return choose_factory(n, self.dim, config.memory_budget) if config.factory == AUTO else config.factory
+
+    def _start_background(self, factory: str | None) -> None:
+        if self._background is not None and self._background.is_alive():
+            return
+
+        def run():
+            try:
+                self.rebuild(factory=factory)
+            except Exception:  # noqa: BLE001 - a failed background build leaves the old index serving
+                log.exception("collection %s: background rebuild failed; the current index stays", self.name)
+                with self._lock:
+                    self._state.built_for = self._count  # retry once the collection has doubled again
+
+        self._background = threading.Thread(target=run, name=f"rebuild-{self.name}", daemon=True)
+        self._background.start()
 
     # --- reads ---------------------------------------------------------------
 
@@ -223,6 +374,11 @@ class Collection:
         """{"id", "metadata", "vector": float32 (dim,)} or None."""
         with self._lock:
             return self._store.get(id)
+
+    def thumbnail(self, id: str) -> bytes | None:
+        """The JPEG thumbnail stored with the item (items added as images), or None."""
+        with self._lock:
+            return self._store.thumbnail(id)
 
     def search(
         self, vector: np.ndarray, k: int = 10, filter: dict | None = None, *, space_id: str | None = None
@@ -238,7 +394,8 @@ class Collection:
     ) -> list[list[Hit]]:
         """Top-k items for each query row of vectors (q, dim); one list per query, best first.
 
-        `filter` (see index/filters.py) restricts the search to matching items, exactly.
+        `filter` (see index/filters.py) restricts the search to matching items; k results come
+        back whenever k items match (see search.py for how, per index type).
         """
         if space_id is not None:
             self.check_space(space_id)
@@ -246,14 +403,17 @@ class Collection:
             raise ValueError(f"k must be a positive int, got {k!r}")
         q = _unit_rows(vectors, self.dim, "query vectors")  # (q, dim)
         with self._lock:
-            params, n = None, self._index.ntotal
-            if filter:
+            if self._deferred:  # the index is behind SQLite during a bulk load: scan SQLite exactly
+                scores, keys = exact_scan(self._store, q, int(k), filter)
+            elif filter:
                 allowed = self._store.match(filter)
-                params, n = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)), len(allowed)
-            k = min(int(k), n)
-            if k == 0 or len(q) == 0:
-                return [[] for _ in range(len(q))]
-            scores, keys = self._index.search(q, k, params=params)  # (q, k) each; key -1 = no result
+                if len(allowed) == 0 or len(q) == 0:
+                    return [[] for _ in range(len(q))]
+                scores, keys = search_filtered(self._state, self._store, q, int(k), allowed, self._count)
+            else:
+                if self._count == 0 or len(q) == 0:
+                    return [[] for _ in range(len(q))]
+                scores, keys = search_all(self._state, self._store, q, int(k), self._count)
             found = self._store.lookup(np.unique(keys[keys >= 0]))
         results = []
         for row_scores, row_keys in zip(scores.tolist(), keys.tolist()):
@@ -261,41 +421,204 @@ class Collection:
             results.append([Hit(id=id, score=s, metadata=meta) for (id, meta), s in row])
         return results
 
+    # --- rebuild, tuning, snapshots -------------------------------------------
+
+    def rebuild(self, config: IndexConfig | None = None, *, factory: str | None = None) -> dict:
+        """Build a fresh index from the items, tune its knob, and swap it in. Returns `info()`.
+
+        The type is `config.factory`, or chosen by size and memory budget for "auto". IVF types
+        train once on a sample, then every type is filled batch by batch from SQLite, so no more
+        than a batch of raw vectors (plus the index itself) is in memory. The build reads one
+        consistent SQLite state through its own connection, outside the lock; writes made
+        meanwhile are replayed from the log before the swap. `factory` overrides the config's
+        type for this build only (compaction keeps the type, and "auto" stays the config).
+        """
+        config = config or self.config
+        with self._rebuild_lock:
+            reader = self._store.reader()
+            try:
+                with self._lock:  # no snapshot may truncate the log between our read state and the pin
+                    seq = reader.begin_read()
+                    self._pinned_seq = seq
+                state = _build(reader, config, factory)
+            except BaseException:
+                with self._lock:
+                    self._pinned_seq = None
+                raise
+            finally:
+                reader.close()
+            with self._lock:
+                added, removed = self._store.log_since(seq)
+                _apply(state, self._store, added, removed)
+                self._state, self.config = state, config
+                self._deferred, self._pinned_seq = False, None
+                self._applied_seq = self._store.last_seq()
+                self._write_snapshot()
+                log.info("collection %s: built %s over %d items (recall@10 %.3f)", self.name, state.factory,
+                         self._count, state.recall if state.recall is not None else float("nan"))
+                return self.info()
+
+    def _replay(self) -> str | None:
+        """Bring the loaded snapshot up to date with the log; a problem (str) asks for a rebuild."""
+        added, removed = self._store.log_since(self._snapshot_seq)
+        _apply(self._state, self._store, added, removed)
+        self._applied_seq = self._store.last_seq()
+        ids = index_ids(self._state.index)
+        live = self._store.live_keys()
+        missing = np.setdiff1d(live, ids, assume_unique=True)
+        if len(missing):
+            return f"{len(missing)} items are in SQLite but neither in the snapshot nor in the log after it"
+        if len(ids) != len(np.unique(ids)):
+            return "the snapshot holds a key twice"
+        self._state.bury(np.setdiff1d(ids, live))
+        if len(added) or len(removed):
+            log.info("collection %s: replayed %d adds and %d removes from the log", self.name, len(added), len(removed))
+        return None
+
+    def _write_snapshot(self) -> None:
+        """Snapshot file, then collection.json naming it, each atomic; then drop the log it covers."""
+        state, seq = self._state, self._applied_seq
+        name = f"index-{max(seq, 0):012d}-{uuid.uuid4().hex[:8]}.faiss"
+        _atomic_write(self.path / name, lambda tmp: faiss.write_index(state.index, str(tmp)))
+        info = {
+            "name": self.name,
+            "dim": self.dim,
+            "space_id": self.space_id,
+            "metric": "inner_product",
+            "index": state.factory,
+            "knob": {state.knob_name: state.knob_value} if state.knob_name else {},
+            "rerank_factor": state.rerank_factor,
+            "recall_at_10": state.recall,
+            "built_for": state.built_for,
+            "config": dataclasses.asdict(self.config),
+            "count": self._count,
+            "snapshot": name,
+            "wal_seq": seq,
+        }
+        _atomic_write(self.path / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+        _fsync_dir(self.path)
+        for old in self.path.glob(SNAPSHOT_GLOB):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        (self.path / "index.faiss").unlink(missing_ok=True)  # the schema-1 snapshot
+        self._snapshot_seq = seq
+        keep = seq if self._pinned_seq is None else min(seq, self._pinned_seq)
+        if keep > 0:
+            self._store.truncate_log(keep)
+
 
 # --- helpers ------------------------------------------------------------------
 
 
-def _new_index(dim: int) -> faiss.Index:
-    return faiss.index_factory(dim, INDEX_FACTORY, faiss.METRIC_INNER_PRODUCT)
-
-
-def _rebuild(store: ItemStore) -> faiss.Index:
-    index = _new_index(store.dim)
+def _build(store: ItemStore, config: IndexConfig, factory: str | None) -> IndexState:
+    """A new index over every item of `store` (read inside one transaction), tuned to the target."""
+    n, dim = store.count(), store.dim
+    if factory is None:
+        factory = choose_factory(n, dim, config.memory_budget) if config.factory == AUTO else config.factory
+    index = new_index(factory, dim)
+    if not index.is_trained:
+        if n == 0:
+            raise ValueError(f"index {factory!r} needs training data, and the collection is empty")
+        _, sample = store.sample_vectors(training_size(index, n))
+        train(index, sample)
     for keys, vectors in store.iter_vectors():
         index.add_with_ids(vectors, keys)
-    return index
+    state = IndexState(index, factory, built_for=n)
+    _tune(state, store, config, n)
+    return state
 
 
-def _load_snapshot(path: Path, store: ItemStore) -> tuple[faiss.Index | None, str | None]:
-    """(index, None) when the snapshot on disk matches SQLite, else (None, what is wrong)."""
-    index_file, info_file = path / INDEX_FILE, path / INFO_FILE
-    if not index_file.is_file():
-        return None, f"{INDEX_FILE} is missing"
+def _tune(state: IndexState, store: ItemStore, config: IndexConfig, n: int) -> None:
+    """Set the knob to the smallest value reaching config.target_recall; record the recall."""
+    state.rerank_factor = config.rerank_factor
+    if n == 0 or state.exact:  # a flat scan is exact search: recall 1 by construction
+        state.recall = 1.0
+        return
+    queries = _tuning_queries(store, config.tune_queries)
+    k = min(RECALL_K, n)
+    _, truth = exact_top_k(store.iter_vectors(), queries, k)
+
+    def measure(value: int | None) -> float:
+        _, found = index_search(state, store, queries, k, knob_value=value)
+        return recall_at_k(found, truth, k)
+
+    if state.knob_name is None:  # an exhaustive scan of lossy codes (e.g. "PQ16"): measured
+        state.recall = measure(None)
+        return
+    low, high = knob_range(state.index)
+    while True:
+        state.knob_value, state.recall = tune_knob(measure, low, high, config.target_recall)
+        # Codes too coarse for the target even when every list is scanned: re-score more candidates.
+        if state.recall >= config.target_recall or not is_lossy(state.factory) or state.rerank_factor >= MAX_RERANK:
+            break
+        state.rerank_factor *= 2
+    if state.recall < config.target_recall:
+        log.warning(
+            "collection %s: %s reaches recall@10 %.3f at most (%s=%d), below the target %.2f; "
+            "use a larger index (more PQ bytes, larger M) or 'Flat'",
+            store.name, state.factory, state.recall, state.knob_name, state.knob_value, config.target_recall,
+        )
+
+
+def _tuning_queries(store: ItemStore, n: int, seed: int = 1) -> np.ndarray:
+    """Queries like new data: sampled vectors moved, in a random direction, as far as each one's
+    nearest neighbour is. The sampled vectors themselves would be too easy: they sit in the
+    index, and a graph search lands right on them."""
+    keys, x = store.sample_vectors(n, seed=seed)  # (s, d)
+    if len(x) < 2:
+        return x
+    scores, _ = exact_top_k(store.iter_vectors(), x, 2)  # the first hit is the vector itself
+    radius = np.sqrt(np.clip(2 - 2 * scores[:, 1:2], 0, 4))  # (s, 1) distance to the nearest other
+    noise = np.random.default_rng(seed).normal(size=x.shape)
+    q = x + radius * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _apply(state: IndexState, store: ItemStore, added: np.ndarray, removed: np.ndarray) -> None:
+    """Add the live items among `added` keys to the index and tombstone the `removed` ones."""
+    keys, vectors = store.vectors_of(added)
+    if len(keys):
+        state.index.add_with_ids(vectors, keys)
+    state.bury(removed)
+
+
+def _read_info(path: Path) -> dict | None:
     try:
-        generation = json.loads(info_file.read_text())["generation"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return None, f"{INFO_FILE} is missing or unreadable ({e!r})"
-    if generation != store.generation:
-        return None, f"snapshot is at write generation {generation}, SQLite at {store.generation}"
+        info = json.loads((path / INFO_FILE).read_text())
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _config_from(info: dict | None) -> IndexConfig:
+    fields = {f.name for f in dataclasses.fields(IndexConfig)}
     try:
-        index = faiss.read_index(str(index_file))
+        return IndexConfig(**{k: v for k, v in ((info or {}).get("config") or {}).items() if k in fields})
+    except (TypeError, ValueError):
+        return IndexConfig()
+
+
+def _load_snapshot(path: Path, store: ItemStore, info: dict | None) -> tuple[IndexState | None, int, str | None]:
+    """(state, seq, None) for a usable snapshot, else (None, -1, what is wrong)."""
+    if info is None:
+        return None, -1, f"{INFO_FILE} is missing or unreadable"
+    if "wal_seq" not in info or "snapshot" not in info:
+        return None, -1, f"{INFO_FILE} is from an older vistas (no write-ahead log position)"
+    file = path / str(info["snapshot"])
+    try:
+        index = faiss.read_index(str(file))
     except RuntimeError as e:
-        return None, f"{INDEX_FILE} is unreadable ({str(e).splitlines()[0] if str(e) else e!r})"
-    if not isinstance(index, faiss.IndexIDMap2) or index.d != store.dim:
-        return None, f"{INDEX_FILE} is not an {INDEX_FACTORY} index of dim {store.dim}"
-    if index.ntotal != store.count():
-        return None, f"snapshot holds {index.ntotal} vectors, SQLite {store.count()}"
-    return index, None
+        return None, -1, f"snapshot {file.name} is missing or unreadable ({str(e).splitlines()[0] if str(e) else e!r})"
+    if index.d != store.dim:
+        return None, -1, f"snapshot {file.name} has dim {index.d}, the collection {store.dim}"
+    seq = int(info["wal_seq"])
+    if seq > store.last_seq():
+        return None, -1, f"snapshot is at log seq {seq}, beyond SQLite's {store.last_seq()}"
+    knob = info.get("knob") or {}
+    state = IndexState(index, str(info.get("index", "Flat")), knob_value=next(iter(knob.values()), None),
+                       recall=info.get("recall_at_10"), built_for=int(info.get("built_for", 0)),
+                       rerank_factor=int(info.get("rerank_factor", IndexConfig.rerank_factor)))
+    return state, seq, None
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -305,6 +628,15 @@ def _atomic_write(path: Path, write) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in `path` durable (a rename lives in the directory's own data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_ids(ids, *, unique: bool) -> list[str]:
@@ -317,6 +649,18 @@ def _check_ids(ids, *, unique: bool) -> list[str]:
         dups = [i for i, n in Counter(ids).items() if n > 1]
         raise ValueError(f"duplicate ids in one upsert: {dups[:5]!r}; send each id once")
     return list(ids)
+
+
+def _check_metadata(ids: list[str], metadata) -> list[dict]:
+    if metadata is None:
+        return [{} for _ in ids]
+    if len(metadata) != len(ids):
+        raise ValueError(f"got {len(ids)} ids but {len(metadata)} metadata entries")
+    out = [m if m is not None else {} for m in metadata]
+    for id, m in zip(ids, out):
+        if not isinstance(m, dict):
+            raise ValueError(f"metadata of item {id!r} must be a dict, got {type(m).__name__}")
+    return out
 
 
 def _unit_rows(x, dim: int, what: str) -> np.ndarray:

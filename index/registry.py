@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from index.collection import Collection, SpaceMismatchError
+from index.indexes import IndexConfig
 from index.store import SQLITE_FILE
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class Collections:
                     continue
                 self._open[sub.name] = Collection.open(sub)
 
+    def all(self) -> list[Collection]:
+        with self._lock:
+            return [self._open[name] for name in sorted(self._open)]
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._open)
@@ -63,14 +68,17 @@ class Collections:
                 raise CollectionNotFoundError(name, sorted(self._open))
             return self._open[name]
 
-    def get_or_create(self, name: str, dim: int, space_id: str) -> Collection:
-        """The collection `name`, created empty if new. An existing one must match dim and space."""
+    def get_or_create(self, name: str, dim: int, space_id: str, config: IndexConfig | None = None) -> Collection:
+        """The collection `name`, created empty if new. An existing one must match dim and space.
+
+        `config` (index type and tuning) applies to a new collection; an existing one keeps its own.
+        """
         check_name(name)
         with self._lock:
             collection = self._open.get(name)
             if collection is None:
                 collection = self._open[name] = Collection.create(
-                    self.root / name, dim=dim, space_id=space_id, name=name
+                    self.root / name, dim=dim, space_id=space_id, name=name, config=config
                 )
                 return collection
         if collection.dim != dim:

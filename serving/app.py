@@ -19,7 +19,7 @@ from serving.limits import BodySizeLimit
 from serving.metrics import Metrics
 from serving.model import ServedModel
 from serving.observe import Observe
-from serving.routers import classify, embed, health, kserve, openai_embeddings, search
+from serving.routers import classify, embed, health, kserve, openai_embeddings, page, search
 from serving.routers import collections as collection_routes
 from serving.routers import models as model_routes
 from serving.settings import Settings
@@ -33,6 +33,7 @@ ROUTERS = (
     health.router,
     openai_embeddings.router,
     kserve.router,
+    page.router,
 )
 
 

@@ -102,7 +102,11 @@ class SearchRequest(StrictModel):
     image: str | None = Field(None, description="Base64 image.")
     vector: list[float] | None = None
     k: int = Field(10, ge=1, description="Results wanted; at most the server's max_k (default 1000).")
-    filter: Metadata | None = Field(None, description="Metadata equality filter.")
+    filter: Metadata | None = Field(
+        None,
+        description='Metadata filter: {"key": value} equality, {"key": {"$in": [...]}}, '
+        '{"key": {"$gte": 1, "$lt": 5}} ranges; keys are ANDed. k results come back when k items match.',
+    )
 
 
 class SearchResult(BaseModel):
@@ -144,9 +148,24 @@ class DeleteResponse(BaseModel):
 
 class CollectionInfo(BaseModel):
     name: str
-    count: int
+    count: int = Field(description="Live items.")
     space: str
-    index: str
+    index: str = Field(description='FAISS index type: "Flat", "HNSW32", "IVF4096,PQ64", ...')
+    dim: int | None = None
+    params: dict[str, int] = Field(default_factory=dict, description="Tuned search knob (efSearch / nprobe).")
+    recall_at_10: float | None = Field(None, description="Recall@10 against exact search, measured at build.")
+    target_recall: float | None = None
+    tombstones: int = Field(0, description="Deleted vectors the index still holds (excluded from results).")
+
+
+class CollectionsResponse(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class ItemResponse(BaseModel):
+    id: str
+    metadata: Metadata = Field(default_factory=dict)
+    vector: list[float] | None = Field(None, description="The stored unit vector, with ?vector=true.")
 
 
 # ---- models, health, errors ---------------------------------------------------------------

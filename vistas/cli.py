@@ -80,14 +80,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_config(args: argparse.Namespace):
+    from index import IndexConfig
+
+    return IndexConfig(factory=args.index, target_recall=args.target_recall, memory_budget=int(args.memory_gb * 2**30))
+
+
 def _index_build(args: argparse.Namespace) -> int:
-    from index.build import build_index
+    from functools import partial
+
+    from index.build import BuildConfig, build_index
     from serving.model import load_model
 
     model = load_model(args.bundle)
-    report = build_index(
-        args.source, args.out, model, collection=args.collection, batch_size=args.batch_size, progress=not args.no_progress
+    config = BuildConfig(
+        collection=args.collection, batch_size=args.batch_size, workers=args.workers, unit_size=args.unit_size,
+        engine=args.engine, embeddings_out=args.embeddings_out, index=_index_config(args),
+        thumbnails=not args.no_thumbnails, resume=not args.no_resume, progress=not args.no_progress,
+        ray_address=args.ray_address, ray_actors=args.ray_actors,
     )
+    factory = partial(load_model, args.bundle, threads=args.actor_threads)  # what each Ray actor loads
+    report = build_index(args.source, args.out, model, config, model_factory=factory)
     print(report.summary())
     return 0 if report.indexed or not report.failed else 1
 
@@ -108,6 +121,22 @@ def _deploy_triton(args: argparse.Namespace) -> int:
         print(model_dir)
     if args.backend == "tensorrt":
         print(f"build the engines on the serving GPU with: bash {Path(args.out) / 'build_engines.sh'}")
+    return 0
+
+
+def _index_import(args: argparse.Namespace) -> int:
+    from index.build import import_shards
+
+    print(json.dumps(import_shards(args.shards, args.out, args.collection, _index_config(args)), indent=2))
+    return 0
+
+
+def _index_rebuild(args: argparse.Namespace) -> int:
+    from index import Collection
+
+    with Collection.open(args.collection_dir) as coll:
+        info = coll.rebuild(_index_config(args))
+    print(json.dumps(info, indent=2))
     return 0
 
 
@@ -184,14 +213,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("index", help="batch indexing jobs")
     isub = i.add_subparsers(dest="index_command", required=True)
-    b = isub.add_parser("build", help="embed a folder / CSV / JSONL / WebDataset tars into a collection")
+    def index_options(parser):
+        parser.add_argument("--index", default="auto", help="'auto' (by size and memory) or a FAISS factory string, "
+                            "e.g. Flat, HNSW32, IVF4096,PQ64")
+        parser.add_argument("--target-recall", type=float, default=0.95, help="recall@10 that efSearch/nprobe are tuned to")
+        parser.add_argument("--memory-gb", type=float, default=8.0, help="RAM the index may use (the 'auto' choice)")
+
+    b = isub.add_parser("build", help="embed a folder / CSV / JSONL / WebDataset tars / Parquet into a collection")
     b.add_argument("--bundle", required=True)
-    b.add_argument("--source", required=True, help="DIR | file.csv | file.jsonl | shard.tar | 'shards/*.tar'")
+    b.add_argument("--source", required=True,
+                   help="DIR | file.csv | file.jsonl | shard.tar | 'shards/*.tar' | file.parquet | DIR of parquet")
     b.add_argument("--out", required=True, help="index directory (serve it with `vistas serve B --index OUT`)")
     b.add_argument("--collection", default="default")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    b.add_argument("--workers", type=int, default=2, help="decode threads (local engine)")
+    b.add_argument("--unit-size", type=int, default=1024, help="listed items per commit (the resume point)")
+    b.add_argument("--engine", choices=["local", "ray"], default="local")
+    b.add_argument("--ray-address", help="Ray cluster address (default: a running or new local instance)")
+    b.add_argument("--ray-actors", type=int, default=1, help="model replicas on the Ray cluster")
+    b.add_argument("--actor-threads", type=int, default=None, help="onnxruntime threads per Ray actor")
+    b.add_argument("--embeddings-out", help="also write (id, embedding, metadata) Parquet shards to this directory")
+    b.add_argument("--no-thumbnails", action="store_true", help="keep no JPEG thumbnail per item")
+    b.add_argument("--no-resume", action="store_true", help="start over even if an interrupted run exists")
     b.add_argument("--no-progress", action="store_true")
+    index_options(b)
     b.set_defaults(func=_index_build)
+
+    m = isub.add_parser("import", help="build a collection from embedding shards (part-*.parquet), trained once")
+    m.add_argument("--shards", required=True, help="directory of part-*.parquet (e.g. from --embeddings-out)")
+    m.add_argument("--out", required=True)
+    m.add_argument("--collection", default="default")
+    index_options(m)
+    m.set_defaults(func=_index_import)
+
+    r = isub.add_parser("rebuild", help="rebuild a collection's index (re-choose its type, compact, re-tune)")
+    r.add_argument("collection_dir", help="INDEX_DIR/<collection>")
+    index_options(r)
+    r.set_defaults(func=_index_rebuild)
 
     dp = sub.add_parser("deploy", help="deployment files generated from a bundle")
     dsub = dp.add_subparsers(dest="deploy_command", required=True)

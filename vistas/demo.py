@@ -68,7 +68,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, workdir: str | Path =
         return
     from serving.server import serve as serve_http
 
-    print(f"serving {bundle} with index {index_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    print(f"serving {bundle} with index {index_dir} on http://{host}:{port}  (search page: http://{host}:{port}/, docs: /docs)")
     print(f"try:  curl -s http://{host}:{port}/v1/search -H 'content-type: application/json' "
           "-d '{\"text\": \"a red circle\", \"k\": 5}'")
     serve_http([str(bundle)], index_dir=str(index_dir), host=host, port=port)

@@ -38,6 +38,9 @@ class ImageError(ValueError):
         self.code = code
         self.message = message
 
+    def __reduce__(self):  # picklable (batch jobs ship failed items to worker processes)
+        return type(self), (self.code, self.message)
+
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes -> fully decoded RGB PIL image, or ImageError.

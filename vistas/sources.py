@@ -1,4 +1,4 @@
-"""User data sources: folders, CSV/JSONL lists and WebDataset shards -> items.
+"""User data sources: folders, CSV/JSONL lists, WebDataset shards and Parquet files -> items.
 
 One reader for training on user data and for the torch-free batch indexing job, so both
 accept exactly the same inputs. No torch here.
@@ -13,18 +13,29 @@ Accepted specs (`iter_source(spec)` detects the kind):
   * a `.jsonl` file, one object per line: `{"path"|"image", "caption"|"text"?, "id"?, ...}`.
   * WebDataset `.tar` shards as img2dataset writes them: a single tar, a folder holding
     tars (its other files, such as img2dataset's parquet and stats, are ignored), or a glob.
+  * Parquet: a `.parquet` file or a folder of them (and no tars). An `image` column of bytes
+    (or of {"bytes", "path"} structs, as Hugging Face datasets store images) or a `path` column
+    of file paths relative to the file; optional `caption`/`text` and `id`; other columns
+    become metadata. Read one record batch at a time (pyarrow), so a file can be large.
   * any glob; each match is read by the rules above (a matched image file is one item).
 
 Bad data never stops a run: a malformed row, an unreadable tar member or a missing file
 becomes an item that fails in `decode_items`, which counts it in `DecodeStats` with its id.
 Only problems with the source as a whole (it does not exist, a CSV without a `path`
 column, a list that is not UTF-8) raise, because no item of it could be used.
+
+Units. `split_source(spec)` cuts a source into units that can be read on their own, in a fixed
+order: a tar shard, a Parquet file, or up to `unit_size` listed items of a folder / CSV / JSONL
+(whose items are lazy: a path each, no image bytes). Batch jobs commit and resume per unit,
+and Ray reads units in parallel; `iter_unit(unit)` yields a unit's items.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import hashlib
+import itertools
 import json
 import logging
 import os
@@ -101,8 +112,14 @@ def _resolve(spec: str | os.PathLike) -> tuple[str, list[Path]]:
     """spec -> (kind, paths). Raises for a spec that names nothing readable."""
     path = Path(spec)
     if path.is_dir():
-        shards = sorted(p for p in path.iterdir() if p.is_file() and _is_tar(p))
-        return ("shards", shards) if shards else ("folder", [path])
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        shards = [p for p in files if _is_tar(p)]
+        if shards:
+            return "shards", shards
+        parquet = [p for p in files if p.suffix.lower() == ".parquet"]
+        if parquet and not any(_is_candidate(p.name) for p in files):
+            return "parquet", parquet
+        return "folder", [path]
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".csv":
@@ -111,6 +128,8 @@ def _resolve(spec: str | os.PathLike) -> tuple[str, list[Path]]:
             return "jsonl", [path]
         if _is_tar(path):
             return "shards", [path]
+        if suffix == ".parquet":
+            return "parquet", [path]
         return "file", [path]  # a single image: tried like any other
     if _GLOB_CHARS & set(str(spec)):
         matches = [Path(m) for m in sorted(glob.glob(str(spec), recursive=True))]
@@ -145,6 +164,9 @@ def _iter(kind: str, paths: list[Path]) -> Iterator[Item]:
     elif kind == "shards":
         for shard in paths:
             yield from _iter_tar(shard)
+    elif kind == "parquet":
+        for file in paths:
+            yield from _iter_parquet(file)
     elif kind == "file":
         yield Item(id=str(paths[0]), data=paths[0])
     else:  # glob: every match by its own kind
@@ -168,10 +190,77 @@ def count_source(spec: str | os.PathLike) -> int | None:
     if kind == "jsonl":
         with open(paths[0], encoding="utf-8") as f:
             return sum(1 for line in f if line.strip())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     if kind == "glob":
         counts = [count_source(p) for p in paths]
         return None if None in counts else sum(counts)
     return None
+
+
+# ---------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a source read on its own: a whole file ("tar", "parquet") or listed "items"."""
+
+    kind: str
+    path: str | None = None
+    items: tuple[Item, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path else "items:" + "\x1f".join(i.id for i in self.items)
+
+
+def split_source(spec: str | os.PathLike, unit_size: int = 1024) -> list[Unit]:
+    """The source's units in reading order (see the module docstring); validates like iter_source."""
+    if unit_size < 1:
+        raise ValueError(f"unit_size must be >= 1, got {unit_size}")
+    kind, paths = _resolve(spec)
+    if kind == "csv":
+        _csv_header(paths[0])
+    if kind == "shards":
+        return [Unit("tar", str(p)) for p in paths]
+    if kind == "parquet":
+        return [Unit("parquet", str(p)) for p in paths]
+    if kind == "glob":
+        units: list[Unit] = []
+        for match in paths:
+            for unit in split_source(match, unit_size):
+                last = units[-1] if units else None
+                if unit.kind == "items" and last is not None and last.kind == "items" and len(last.items) < unit_size:
+                    units[-1] = Unit("items", items=last.items + unit.items)  # a glob of images: one unit per unit_size
+                else:
+                    units.append(unit)
+        return [piece for unit in units for piece in _resplit(unit, unit_size)]
+    items = _iter(kind, paths)
+    return [Unit("items", items=tuple(chunk)) for chunk in iter(lambda: tuple(itertools.islice(items, unit_size)), ())]
+
+
+def _resplit(unit: Unit, unit_size: int) -> list[Unit]:
+    if unit.kind != "items" or len(unit.items) <= unit_size:
+        return [unit]
+    return [Unit("items", items=unit.items[i : i + unit_size]) for i in range(0, len(unit.items), unit_size)]
+
+
+def iter_unit(unit: Unit) -> Iterator[Item]:
+    if unit.kind == "tar":
+        yield from _iter_tar(Path(unit.path))
+    elif unit.kind == "parquet":
+        yield from _iter_parquet(Path(unit.path))
+    else:
+        yield from unit.items
+
+
+def fingerprint(units: list[Unit]) -> str:
+    """A short hash of what the units hold: resuming a job over a changed source is refused."""
+    h = hashlib.sha256()
+    for unit in units:
+        h.update(unit.describe().encode() + b"\x1e")
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- folders
@@ -352,6 +441,60 @@ def _iter_tar(shard: Path) -> Iterator[Item]:
                       f"{shard}: unreadable after {n} samples ({type(e).__name__}: {e}); rest of the shard skipped")
     if members:
         yield _sample(shard, key, members)
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+def _parquet_image(file: Path, where: str, value) -> bytes | Path | SourceError:
+    """An image cell: bytes, a path string (relative to the file), or a {"bytes", "path"} struct."""
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str) and value.strip():
+        if _URL.match(value):
+            return SourceError("url_not_supported", f"{where}: {value} is a URL; download it first")
+        return file.parent / value.strip()
+    return SourceError("bad_row", f"{where}: no image bytes or path in this row")
+
+
+def _iter_parquet(file: Path) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(file)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        yield _failed(file.name, "unreadable_file", f"{file}: not a readable Parquet file ({e})")
+        return
+    names = reader.schema_arrow.names
+    image_key = _first_key(names, ("image", "path", "jpg", "png"))
+    if image_key is None:
+        raise ValueError(f"{file}: no image column; expected 'image' (bytes) or 'path' (file paths), found {names}")
+    caption_key = _first_key(names, _CAPTION_KEYS)
+    row = 0
+    for batch in reader.iter_batches(batch_size=256):
+        for rec in batch.to_pylist():
+            where = f"{file}:{row}"
+            row += 1
+            id = str(rec["id"]) if rec.get("id") not in (None, "") else where
+            data = _parquet_image(file, where, rec[image_key])
+            if isinstance(data, SourceError):
+                yield Item(id=id, data=b"", error=data)
+                continue
+            caption = rec.get(caption_key) if caption_key else None
+            reserved = {image_key, caption_key, "id"}
+            metadata = {k: v for k, v in rec.items() if k not in reserved and _json_value(v)}
+            yield Item(id=id, data=data, caption=caption if isinstance(caption, str) else None, metadata=metadata)
+
+
+def _json_value(value) -> bool:
+    """Metadata keeps what JSON can hold (bytes columns and the like are dropped)."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------- decoding

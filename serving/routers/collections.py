@@ -1,16 +1,18 @@
-"""Collections: upsert and delete items, read a collection's description.
+"""Collections: list them, upsert / get / delete items, serve item thumbnails.
 
-An upsert answers only after SQLite has committed it (the index's durability
-point); the FAISS snapshot is written at shutdown or rebuilt on the next start.
+An upsert or delete answers only after its write-ahead-log commit (index/collection.py): an
+acknowledged write survives a crash of the server at any moment. Items added as images keep a
+small JPEG thumbnail (GET .../images/{id}) for result grids such as the search page at `/`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
 from index import Collections, SpaceMismatchError
+from index.thumbnails import make_thumbnail
 from serving.deps import (
     CollectionsDep,
     ModelsDep,
@@ -25,8 +27,10 @@ from serving.model import ServedModel
 from serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
 from serving.schemas import (
     CollectionInfo,
+    CollectionsResponse,
     DeleteResponse,
     ErrorResponse,
+    ItemResponse,
     UpsertItem,
     UpsertRequest,
     UpsertResponse,
@@ -66,25 +70,34 @@ def _embed_items(
     images: dict[int, bytes],  # item index -> image bytes
     vectors: dict[int, np.ndarray],  # item index -> checked unit vector (D,)
     max_pixels: int,
-) -> np.ndarray:
-    """Items -> float32 (n, D) in item order: images and texts are embedded in one batch each."""
+) -> tuple[np.ndarray, list[bytes | None]]:
+    """Items -> (float32 (n, D) in item order, a thumbnail per item: JPEG bytes for images, else None).
+
+    Images and texts are embedded in one batch each."""
     out = np.empty((len(items), model.dim), np.float32)
+    thumbnails: list[bytes | None] = [None] * len(items)
     if images:
         rows = sorted(images)
-        out[rows] = model.embed_images(decode_images([(f"items[{i}].image", images[i]) for i in rows], max_pixels))
+        decoded = decode_images([(f"items[{i}].image", images[i]) for i in rows], max_pixels)
+        out[rows] = model.embed_images(decoded)
+        for i, image in zip(rows, decoded):
+            thumbnails[i] = make_thumbnail(image)
     if text_rows := [i for i, item in enumerate(items) if item.text is not None]:
         out[text_rows] = model.embed_texts([items[i].text for i in text_rows])
     for i, v in vectors.items():
         out[i] = v
-    return out
+    return out, thumbnails
 
 
-def _write(collections: Collections, name: str, model: ServedModel, items: list[UpsertItem], vectors) -> int:
+def _write(
+    collections: Collections, name: str, model: ServedModel, items: list[UpsertItem], embedded: tuple
+) -> int:
     coll = writable_collection(collections, name, model)
     ids = [item.id for item in items]
     metadata = [item.metadata or {} for item in items]
-    try:
-        return coll.upsert(ids, vectors, metadata, space_id=model.space_id)  # returns after the SQLite commit
+    vectors, thumbnails = embedded
+    try:  # returns after the write-ahead-log commit
+        return coll.upsert(ids, vectors, metadata, space_id=model.space_id, thumbnails=thumbnails)
     except SpaceMismatchError as e:  # a concurrent request created it with another space
         raise APIError(409, "space_mismatch", str(e)) from None
     except ValueError as e:  # e.g. metadata that is not JSON
@@ -125,6 +138,41 @@ async def delete_item(name: str, item_id: str, collections: CollectionsDep) -> D
     return DeleteResponse(collection=name, deleted=n)
 
 
+@router.get("", response_model=CollectionsResponse)
+async def list_collections(collections: CollectionsDep) -> CollectionsResponse:
+    """Every collection of this server, by name."""
+    return CollectionsResponse(collections=[CollectionInfo(**c.info()) for c in collections.all()])
+
+
 @router.get("/{name}", response_model=CollectionInfo, responses=ERRORS)
 async def collection_info(name: str, collections: CollectionsDep) -> CollectionInfo:
+    """Count, embedding space, index type with its tuned search knob and measured recall@10."""
     return CollectionInfo(**open_collection(collections, name).info())
+
+
+@router.get("/{name}/items/{item_id:path}", response_model=ItemResponse, responses=ERRORS)
+async def get_item(name: str, item_id: str, collections: CollectionsDep, vector: bool = False) -> ItemResponse:
+    """One item's metadata (and its stored unit vector with `?vector=true`)."""
+    coll = open_collection(collections, name)
+    item = await run_in_threadpool(coll.get, item_id)
+    if item is None:
+        raise APIError(404, "item_not_found", f"No item {item_id!r} in collection {name!r}.")
+    return ItemResponse(
+        id=item["id"], metadata=item["metadata"], vector=item["vector"].tolist() if vector else None
+    )
+
+
+@router.get(
+    "/{name}/images/{item_id:path}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
+)
+async def item_image(name: str, item_id: str, collections: CollectionsDep) -> Response:
+    """The item's thumbnail (JPEG, at most 128 px a side); 404 `no_image` for items added as vectors or texts."""
+    coll = open_collection(collections, name)
+    data = await run_in_threadpool(coll.thumbnail, item_id)
+    if data is None:
+        exists = await run_in_threadpool(coll.get, item_id) is not None
+        what = "was not added as an image, so it has no thumbnail" if exists else "does not exist"
+        raise APIError(404, "no_image" if exists else "item_not_found", f"Item {item_id!r} of {name!r} {what}.")
+    return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import httpx
 import numpy as np
+import pytest
+from PIL import Image
 from support.tiny_bundle import COLOR_RGB, DIM, png
 
 
@@ -100,12 +103,33 @@ def test_items_search_delete(client: httpx.Client):
     r = client.post("/v1/collections/colors/items", json={"items": items})
     assert r.status_code == 200, r.text
     assert r.json() == {"collection": "colors", "upserted": 4}
-    assert client.get("/v1/collections/colors").json() == {
+    info = client.get("/v1/collections/colors").json()
+    assert info == {
         "name": "colors",
         "count": 4,
         "space": client.get("/v1/models").json()["models"][0]["space"],
-        "index": "IDMap2,Flat",
+        "index": "Flat",
+        "dim": DIM,
+        "params": {},
+        "recall_at_10": 1.0,
+        "target_recall": 0.95,
+        "tombstones": 0,
     }
+    assert info in client.get("/v1/collections").json()["collections"]
+    item = client.get("/v1/collections/colors/items/v1", params={"vector": "true"}).json()
+    assert item == {"id": "v1", "metadata": {}, "vector": [0.0] * (DIM - 1) + [1.0]}  # stored normalised
+    assert client.get("/v1/collections/colors/items/g1").json() == {"id": "g1", "metadata": {"kind": "image"},
+                                                                     "vector": None}
+    missing = client.get("/v1/collections/colors/items/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "item_not_found"
+    # items added as images keep a thumbnail; the others have none
+    thumb = client.get("/v1/collections/colors/images/r1")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    rgb = np.asarray(Image.open(io.BytesIO(thumb.content)).convert("RGB"), dtype=float)
+    assert rgb.shape == (20, 20, 3) and np.abs(rgb - COLOR_RGB["red"]).max() < 8  # small images stay their size
+    for id, code in (("b-text", "no_image"), ("v1", "no_image"), ("nope", "item_not_found")):
+        r = client.get(f"/v1/collections/colors/images/{id}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == code
 
     def search(**query) -> list[dict]:
         r = client.post("/v1/search", json={"collection": "colors", **query})
@@ -125,6 +149,7 @@ def test_items_search_delete(client: httpx.Client):
     assert client.delete("/v1/collections/colors/items/r1").json()["deleted"] == 0
     assert "r1" not in {h["id"] for h in search(text="red", k=10)}
     assert client.get("/v1/collections/colors").json()["count"] == 3
+    assert client.get("/v1/collections/colors/images/r1").status_code == 404  # the thumbnail went with it
     # Ids are often file paths.
     client.post("/v1/collections/colors/items", json={"items": [{"id": "dir/x.png", "text": "red"}]})
     assert client.delete("/v1/collections/colors/items/dir/x.png").json()["deleted"] == 1
@@ -154,3 +179,28 @@ def test_server_connections_send_without_nagle_delay(server, client: httpx.Clien
     for protocol in connections:
         sock = protocol.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_sdk_collection_methods(server):
+    import asyncio
+
+    from clients import AsyncClient, Client, NotFoundError
+
+    with Client(server.url) as vs:
+        items = [{"id": "s/1", "vector": [1.0] + [0.0] * (DIM - 1), "metadata": {"n": 1}},
+                 {"id": "s/2", "image": png(COLOR_RGB["green"]), "metadata": {"n": 2}}]
+        assert vs.add_items(items, collection="sdk") == 2
+        assert vs.count("sdk") == 2
+        item = vs.get_item("s/1", collection="sdk", vector=True)
+        assert (item.id, item.metadata, item.vector) == ("s/1", {"n": 1}, [1.0] + [0.0] * (DIM - 1))
+        assert vs.get_item("s/2", collection="sdk").vector is None
+        with pytest.raises(NotFoundError):
+            vs.get_item("nope", collection="sdk")
+        info = {c.name: c for c in vs.list_collections()}["sdk"]
+        assert (info.count, info.index, info.dim, info.recall_at_10) == (2, "Flat", DIM, 1.0)
+
+    async def run():
+        async with AsyncClient(server.url) as avs:
+            return await avs.count("sdk"), (await avs.get_item("s/2", collection="sdk")).metadata
+
+    assert asyncio.run(run()) == (2, {"n": 2})

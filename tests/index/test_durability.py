@@ -1,0 +1,150 @@
+"""kill -9 of a real `vistas serve` process in the middle of a stream of writes: after a restart
+every acknowledged upsert is there with its metadata, every acknowledged delete stays deleted,
+and the request that was in flight is all there or not there at all. On a Flat collection and
+on an HNSW one (which keeps deleted vectors as tombstones)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from index import Collection, IndexConfig
+from support.tiny_bundle import build_bundle
+from vistas.bundle import load_bundle_spec
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTIONS = ("flat", "graph")  # "graph" is made HNSW32 before the server starts
+BATCH = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle: Path, index_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VISTAS_THREADS": "1", "VISTAS_LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--index", str(index_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start in 90 s")
+
+
+class Stream:
+    """Writes batches of upserts (and some deletes) until the server dies; remembers what was acked."""
+
+    def __init__(self, url: str, dim: int):
+        self.url, self.dim = url, dim
+        self.acked: dict[tuple[str, str], dict] = {}  # (collection, id) -> metadata
+        self.deleted: set[tuple[str, str]] = set()
+        self.in_flight: list[tuple[str, str]] = []  # ids of the request that got no answer
+        self.requests = 0
+        self.rng = np.random.default_rng(0)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            for i in range(100_000):
+                name = COLLECTIONS[i % 2]
+                if i % 4 == 3:  # delete an acknowledged item of this collection
+                    victims = sorted(k for k in self.acked if k[0] == name and k not in self.deleted)
+                    victim = victims[int(self.rng.integers(len(victims)))]
+                    self.in_flight = []
+                    try:
+                        r = client.delete(f"/v1/collections/{name}/items/{victim[1]}")
+                    except httpx.TransportError:
+                        return  # a delete in flight may or may not have happened
+                    assert r.status_code == 200 and r.json()["deleted"] == 1, r.text
+                    self.deleted.add(victim)
+                    continue
+                ids = [f"b{i}-{j}" for j in range(BATCH)]
+                items = [
+                    {"id": id, "vector": self.rng.normal(size=self.dim).tolist(), "metadata": {"batch": i, "j": j}}
+                    for j, id in enumerate(ids)
+                ]
+                self.in_flight = [(name, id) for id in ids]
+                try:
+                    r = client.post(f"/v1/collections/{name}/items", json={"items": items})
+                except httpx.TransportError:
+                    return
+                assert r.status_code == 200 and r.json()["upserted"] == BATCH, r.text
+                for item in items:
+                    self.acked[(name, item["id"])] = item["metadata"]
+                self.in_flight = []
+                self.requests += 1
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
+    bundle = build_bundle(tmp_path / "bundle")
+    spec = load_bundle_spec(bundle)
+    index_dir = tmp_path / "index"
+    Collection.create(index_dir / "graph", dim=spec.embed_dim, space_id=spec.space_id,
+                      config=IndexConfig(factory="HNSW32")).close()
+
+    proc, url = start_server(bundle, index_dir)
+    stream = Stream(url, spec.embed_dim)
+    writer = threading.Thread(target=stream.run)
+    try:
+        writer.start()
+        while stream.requests < 60 and writer.is_alive():
+            time.sleep(0.05)
+        time.sleep(float(np.random.default_rng().uniform(0, 0.2)))  # kill at no particular moment
+        os.kill(proc.pid, signal.SIGKILL)
+        writer.join(timeout=60)
+        assert not writer.is_alive()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert stream.requests >= 60 and stream.deleted
+
+    proc, url = start_server(bundle, index_dir)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for name in COLLECTIONS:
+                live = {id: meta for (c, id), meta in stream.acked.items() if c == name and (c, id) not in stream.deleted}
+                for id, meta in live.items():
+                    r = client.get(f"/v1/collections/{name}/items/{id}", params={"vector": "true"})
+                    assert r.status_code == 200, f"acknowledged {name}/{id} lost: {r.text}"
+                    assert r.json()["metadata"] == meta
+                    hit = client.post("/v1/search", json={"collection": name, "vector": r.json()["vector"], "k": 1})
+                    assert hit.json()["results"][0]["id"] == id  # and the index has it, not only SQLite
+                for c, id in stream.deleted:
+                    if c == name:
+                        assert client.get(f"/v1/collections/{name}/items/{id}").status_code == 404
+                flight = [id for c, id in stream.in_flight if c == name]
+                there = [client.get(f"/v1/collections/{name}/items/{id}").status_code == 200 for id in flight]
+                assert all(there) or not any(there), "a half-written upsert"
+                extra = sum(there)
+                info = client.get(f"/v1/collections/{name}").json()
+                assert info["count"] == len(live) + extra
+                assert info["index"] == ("HNSW32" if name == "graph" else "Flat")
+                # deleted items never come back, even when every item is asked for
+                everything = client.post("/v1/search", json={"collection": name, "vector": [1.0] * spec.embed_dim,
+                                                              "k": 1000}).json()["results"]
+                ids = {r["id"] for r in everything}
+                assert len(everything) == info["count"] and not ids & {id for c, id in stream.deleted if c == name}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
