@@ -40,6 +40,30 @@ def warmup_cosine(step: int, *, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def warmup_stable_decay(step: int, *, total: int, warmup: int, cooldown: float = 0.2) -> float:
+    """LR multiplier: linear warmup, constant, then a linear cooldown to 0 over the last `cooldown`
+    fraction of the run ("WSD", Hägele et al. 2024, arXiv 2405.18392). Keeps the rate high while
+    the model is still escaping a plateau, where a cosine schedule has already decayed."""
+    if step < warmup:
+        return (step + 1) / warmup
+    decay_start = total - int(cooldown * total)
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - decay_start))
+
+
+SCHEDULES = {"cosine": warmup_cosine, "wsd": warmup_stable_decay}
+
+
+def lr_schedule(config: Config):
+    """config.schedule ("cosine" default | "wsd", with config.cooldown) -> step -> LR multiplier."""
+    kind = config.get("schedule", "cosine")
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {sorted(SCHEDULES)}")
+    kwargs = {"cooldown": config.cooldown} if kind == "wsd" and "cooldown" in config else {}
+    return lambda s: SCHEDULES[kind](s, total=config.steps, warmup=config.warmup_steps, **kwargs)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases, norms, position embeddings, probes and the scalars t, b."""
     decay, no_decay = [], []
@@ -133,9 +157,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     if config.get("lock_image"):
         model.lock_image_tower()  # LiT (arXiv 2111.07991): only the text tower learns
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, total=config.steps, warmup=config.warmup_steps)
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(config))
 
     start = 0
     done = step_checkpoints(workdir)

@@ -88,3 +88,16 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert want.keys() == got.keys()
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+
+
+def test_lr_schedules():
+    from training.config import Config
+    from training.train import lr_schedule
+
+    cosine = lr_schedule(Config(steps=100, warmup_steps=10))
+    assert [cosine(s) for s in (0, 9)] == [0.1, 1.0] and cosine(55) == pytest.approx(0.5) and cosine(100) == 0
+    wsd = lr_schedule(Config(steps=100, warmup_steps=10, schedule="wsd", cooldown=0.2))
+    assert [wsd(s) for s in (0, 9, 10, 79)] == [0.1, 1.0, 1.0, 1.0]  # warm up, then hold until the cooldown
+    assert wsd(80) == 1.0 and wsd(90) == pytest.approx(0.5) and wsd(100) == 0.0  # linear to 0 over the last 20
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_schedule(Config(steps=10, warmup_steps=1, schedule="step"))
