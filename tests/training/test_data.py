@@ -238,3 +238,38 @@ def test_batches_with_twins_hold_minimal_pairs():
     assert len(pairs) == 16  # twins=0.5 of 64 slots: 16 originals and their 16 twins
     for i, j in pairs:  # a minimal pair is a negative both ways
         assert batch.pair_labels[i, j] == -1 and batch.pair_labels[j, i] == -1
+
+
+def test_shape_only_captions_leave_colors_out_and_stay_true():
+    ds = ShapesDataset("train", 600, image_size=48, shape_only=0.5)
+    plain = ShapesDataset("train", 600, image_size=48)
+    without_color = 0
+    for i in range(len(ds)):
+        ex = ds[i]
+        objects, _ = parse_caption(ex.caption)
+        colors = [c for _, c, _ in objects]
+        assert len(objects) == len(ex.attrs["objects"]), ex.caption
+        assert all(c is None for c in colors) or all(c is not None for c in colors), ex.caption  # whole captions
+        without_color += colors[0] is None
+        assert not any(name in ex.caption for name in COLORS) or colors[0] is not None, ex.caption
+        assert caption_describes(parse_caption(ex.caption), ex.attrs), ex.caption
+        assert ex.attrs == plain[i].attrs  # the option changes captions, never scenes
+    assert 0.4 < without_color / len(ds) < 0.6
+    assert not any(c is None for i in range(200) for _, c, _ in parse_caption(plain[i].caption)[0])
+    with pytest.raises(ValueError, match="shape_only"):
+        ShapesDataset("train", 10, shape_only=1.5)
+
+
+def test_shape_only_caption_is_true_of_every_color_and_matches_each_object_once():
+    star = dict(size="small", color="red", shape="star")
+    attrs = {"background": "dark", "objects": [star, {**star, "size": "large", "color": "blue"}]}
+    assert caption_describes(parse_caption("a star and a star"), attrs)
+    # A greedy match would give "a star" the small star and leave "a small star" nothing.
+    assert caption_describes(parse_caption("a star and a small star on a dark background"), attrs)
+    assert not caption_describes(parse_caption("a small star and a small star"), attrs)
+    assert not caption_describes(parse_caption("a star"), attrs)  # one object left unnamed
+    assert not caption_describes(parse_caption("a star and a circle"), attrs)
+    for color in COLORS:
+        square = {"background": "light", "objects": [dict(size="large", color=color, shape="square")]}
+        assert caption_describes(parse_caption("a photo of a square"), square)
+        assert not caption_describes(parse_caption("a photo of a diamond"), square)
