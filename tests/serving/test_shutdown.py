@@ -21,12 +21,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from support.drain import Drain
 from support.prom import scrape, value
 from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png
 
 ROOT = Path(__file__).resolve().parents[2]
 RED = base64.b64encode(png(COLOR_RGB["red"])).decode()
-N_REQUESTS, IMAGES = 10, 16  # ~0.1 s of model time each, one at a time: ~1 s of queued work
+N_REQUESTS, IMAGES = 10, 16  # ~0.2 s of model time each, one at a time: ~2 s of queued work
 
 
 def free_port() -> int:
@@ -37,7 +38,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def server_process(tmp_path):
-    bundle = build_bundle(tmp_path / "heavy", "heavy", heavy=(512, 16))
+    bundle = build_bundle(tmp_path / "heavy", "heavy", heavy=(512, 32))
     port = free_port()
     env = {
         **os.environ,
@@ -52,11 +53,13 @@ def server_process(tmp_path):
         [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # The server logs a line per request: its pipes are read all along, or it blocks writing.
+    drain = Drain(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert proc.poll() is None, drain.wait(10)[1][-3000:]
             try:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
@@ -64,7 +67,7 @@ def server_process(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the server did not become ready in 60 s"
             time.sleep(0.1)
-        yield proc, url
+        yield proc, drain, url
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -72,7 +75,7 @@ def server_process(tmp_path):
 
 
 def test_sigterm_mid_load_loses_no_accepted_request(server_process):
-    proc, url = server_process
+    proc, drain, url = server_process
     done_at: dict[int, float] = {}
 
     def embed(i: int) -> httpx.Response:
@@ -83,18 +86,16 @@ def test_sigterm_mid_load_loses_no_accepted_request(server_process):
 
     with ThreadPoolExecutor(N_REQUESTS) as pool:
         futures = [pool.submit(embed, i) for i in range(N_REQUESTS)]
-        for _ in range(500):  # every request accepted (in progress), the scrape being one more
-            if value(scrape(url), "vistas_http_requests_in_progress") >= N_REQUESTS + 1:
-                break
+        deadline = time.monotonic() + 30
+        while value(scrape(url), "vistas_http_requests_in_progress") < N_REQUESTS + 1:  # the scrape is one more
+            assert time.monotonic() < deadline, "the requests never were all in progress at once"
             time.sleep(0.01)
-        else:
-            pytest.fail("the requests never were all in progress")
         proc.send_signal(signal.SIGTERM)
         sigterm_at = time.monotonic()
         ready = httpx.get(f"{url}/ready", timeout=5)  # within shutdown_delay_s: still listening
         late = httpx.post(f"{url}/v1/embed", json={"texts": ["red"]}, headers={"X-Request-ID": "late"}, timeout=60)
         answers = [f.result() for f in futures]
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = drain.wait(60)
 
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "draining"
     assert late.status_code == 200  # accepted during the drain delay: served too
