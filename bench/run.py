@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="compute threads for every side (onnxruntime, torch)")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
-    args = p.parse_args(argv or [])
+    args = p.parse_args(argv)  # None: sys.argv, as `python -m bench.run --only 3`
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := sorted(set(only) - set(BENCHMARKS)):
         p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
     memory_pattern: bool = True
+    spinning: Literal["on", "during_run", "off"] = "during_run"  # idle intra-op threads (serving.runtime.OrtOptions)
     # Priority order; "auto" = CUDA when this onnxruntime build has it. CPU is always the fallback.
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     inference_batch_size: int = Field(32, ge=1)  # one model call runs at most this many rows (chunks)
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
             graph_optimization=self.graph_optimization,
             memory_arena=self.memory_arena,
             memory_pattern=self.memory_pattern,
+            spinning=self.spinning,
             providers=tuple(self.providers),
         )
 

@@ -47,9 +47,10 @@ def test_bad_settings_file_says_what_is_wrong(tmp_path, text, match):
 
 def test_tuning_reaches_the_sessions(bundles):
     s = Settings(threads=1, graph_optimization="basic", memory_arena=False, memory_pattern=False,
-                 execution_mode="parallel", inter_op_threads=2)  # fmt: skip
+                 execution_mode="parallel", inter_op_threads=2, spinning="off")  # fmt: skip
     rt = OnnxRuntime(bundles[0], options=s.ort_options())
     opts = rt._sessions["image"].get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 2
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert opts.execution_mode == ort.ExecutionMode.ORT_PARALLEL
@@ -84,3 +85,27 @@ def test_api_keys_file(tmp_path, bundles):
         create_app(Settings(bundles=[str(bundles[0])], api_keys_file=str(f)))
     with pytest.raises(ValueError, match="cannot read the API keys file"):
         APIKeys(file=tmp_path / "absent")
+
+
+@pytest.mark.parametrize(
+    "spinning, entries",
+    [
+        ("on", {}),  # onnxruntime's own behaviour: nothing set
+        ("during_run", {"session.force_spinning_stop": "1"}),
+        ("off", {"session.intra_op.allow_spinning": "0"}),
+    ],
+)
+def test_spinning_reaches_the_sessions(bundles, spinning, entries):
+    opts = OnnxRuntime(bundles[0], options=OrtOptions(spinning=spinning))._sessions["text"].get_session_options()
+    for key in ("session.force_spinning_stop", "session.intra_op.allow_spinning"):
+        try:
+            got = opts.get_session_config_entry(key)
+        except RuntimeError:  # onnxruntime: "does not have configuration with key"
+            got = None
+        assert got == entries.get(key)
+
+
+def test_server_default_spinning_stops_after_each_run():
+    assert Settings().spinning == OrtOptions().spinning == "during_run"
+    with pytest.raises(ValueError, match="spinning"):
+        Settings(spinning="sometimes")
