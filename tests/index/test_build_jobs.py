@@ -118,10 +118,12 @@ def test_killed_build_resumes_with_nothing_missing_or_doubled(tmp_path, bundle, 
     cmd = [sys.executable, "-m", "vistas.cli", "index", "build", "--bundle", str(bundle), "--source", str(src),
            "--out", str(out), "--unit-size", "20", "--batch-size", "8", "--embeddings-out", str(emb), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "killed.log"  # a file, not a pipe: an unread full pipe would stall the build
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while read_progress(out / "default" / "collection.sqlite") < 5:
-        assert proc.poll() is None, f"the build ended before it could be killed: {proc.stdout.read().decode()}"
+        assert proc.poll() is None, f"the build ended before it could be killed: {log.read_text()[-3000:]}"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)

@@ -69,11 +69,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
     # Victim: a real process, SIGKILLed right after its first checkpoint lands.
     work = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(work), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "killed.log"  # a file, not a pipe: an unread full pipe would stall the run
+    with log.open("wb") as out:
+        proc = subprocess.Popen(_train_cmd(work), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     first = work / "checkpoints" / "step_000010" / "train_state.pt"
     deadline = time.monotonic() + 300
     while not first.exists():
-        assert proc.poll() is None, proc.stdout.read().decode()
+        assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
