@@ -103,9 +103,10 @@ class OrtOptions:
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
     memory_pattern: bool = True
-    # "during_run": measured on 2 cores (`vistas bench`), a server answers batch-1 B/16 requests
-    # as fast as with "on", and 8 concurrent tiny-model requests ~30 % faster: the threads that
-    # spun between runs were taking a core from the decoding and the HTTP.
+    # "during_run": measured on 2 cores with the harness of `vistas bench` 2. and 3., one server
+    # per mode, a server answers batch-1 B/16 requests as fast as with "on", and 8 concurrent
+    # tiny-model requests ~20-30 % faster: the threads that spun between runs were taking a
+    # core from the decoding and the HTTP. "off" was as fast on the tiny model, 15 % slower on the B/16.
     spinning: Literal["on", "during_run", "off"] = "during_run"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
