@@ -6,13 +6,25 @@
 
 `extra={"fields": {...}}` on a log call adds fields; a log call made while a request is
 being handled gets its `request_id` automatically (from serving.context).
+
+Lines are written by a thread of their own (`QueuedLineHandler`), not by the thread that logs.
+A server logs from its event loop; with a plain StreamHandler, a stderr that stops being
+read (a stalled log collector, a full pipe: 64 KiB on Linux) blocks that write, and the
+event loop with it, so the server stops answering anything, /health included. Here the
+event loop only formats the line and puts it in a bounded queue; when the queue is full
+the line is dropped and counted (`vistas_log_records_dropped_total`), and serving goes on.
+`log_queue_size = 0` restores blocking writes for those who would rather stall than drop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import sys
+import threading
 import time
+from typing import TextIO
 
 from serving.context import current_request
 
@@ -34,16 +46,109 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Root logging for `vistas serve`: uvicorn's own loggers propagate here (no access log of its own)."""
-    handler = logging.StreamHandler()
+class QueuedLineHandler(logging.Handler):
+    """Formats each record in the logging thread (where its request id is), writes it from a
+    daemon thread; never blocks the logging thread: a full queue drops the line and counts it.
+
+    close() (called by logging.shutdown at exit, or by `vistas serve` when it stops) writes what
+    is queued, waiting at most `close_timeout_s` for a stream that may never drain.
+    """
+
+    _STOP = object()
+
+    def __init__(self, stream: TextIO | None = None, *, maxsize: int = 10_000, close_timeout_s: float = 5.0):
+        super().__init__()
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.stream = stream if stream is not None else sys.stderr
+        self.close_timeout_s = close_timeout_s
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_lines, name="log-writer", daemon=True)
+        self._writer.start()
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost so far: the queue was full, or the stream raised on write."""
+        return self._dropped
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self._count_dropped(1)
+
+    def _count_dropped(self, n: int) -> None:
+        with self._dropped_lock:
+            self._dropped += n
+
+    def _write_lines(self) -> None:
+        while True:
+            lines = [self._queue.get()]
+            while len(lines) < 256:  # whatever else is queued goes out in the same write
+                try:
+                    lines.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(line is self._STOP for line in lines)
+            lines = [line for line in lines if line is not self._STOP]
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except Exception:  # closed or broken stream: nothing to report it on
+                    self._count_dropped(len(lines))
+            if stop:
+                return
+
+    def close(self) -> None:
+        with self._dropped_lock:
+            first, self._closing = not self._closing, True
+        if first and self._writer.is_alive():  # once: logging.shutdown at exit calls it again
+            deadline = time.monotonic() + self.close_timeout_s
+            try:
+                self._queue.put(self._STOP, timeout=self.close_timeout_s)
+            except queue.Full:
+                pass
+            self._writer.join(max(0.0, deadline - time.monotonic()))
+        super().close()
+
+
+_handler: logging.Handler | None = None
+
+
+def dropped_records() -> int:
+    """Lines the installed queued handler dropped (0 with blocking writes or none installed)."""
+    return getattr(_handler, "dropped", 0)
+
+
+def configure_logging(level: str = "info", fmt: str = "json", queue_size: int = 10_000) -> logging.Handler:
+    """Root logging for `vistas serve`: uvicorn's own loggers propagate here (no access log of its own).
+
+    queue_size: lines buffered for the writer thread (see the module docstring); 0: the logging
+    thread writes to stderr itself and waits for it.
+    """
+    global _handler
+    handler = QueuedLineHandler(maxsize=queue_size) if queue_size > 0 else logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        if old is _handler:
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    _handler = handler
+    return handler

@@ -14,6 +14,8 @@ Batching (recorded by serving.batching's worker threads, per model and tower):
     vistas_batch_dropped_total{model,tower}                   counter, queued requests whose client left
 Server:
     vistas_ready                                              gauge, 1 when models are loaded and not draining
+    vistas_log_records_dropped_total                          counter, log lines dropped because stderr
+                                                              was not read fast enough (serving.logs)
 
 `route` is the route template ("/v1/collections/{name}/items"), never the raw path, so
 the number of series stays bounded whatever clients send.
@@ -22,9 +24,11 @@ the number of series stays bounded whatever clients send.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported for the route
 
 from serving.batching import BatchObserver, BatchStats
+from serving.logs import dropped_records
 
 # Seconds: 1 ms (a cached health probe) to 60 s (a large upsert on a busy CPU).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,6 +73,7 @@ class Metrics:
             "vistas_batch_dropped", "Queued requests skipped because their client disconnected.", labels, registry=r
         )
         self.ready = Gauge("vistas_ready", "1 when the models are loaded and the server is not draining.", registry=r)
+        r.register(_DroppedLogRecords())
 
     def request_done(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -104,3 +109,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DroppedLogRecords:
+    """The process's dropped-log-line count, read at scrape time (logging is per process, not per app)."""
+
+    def collect(self):
+        yield CounterMetricFamily(
+            "vistas_log_records_dropped", "Log lines dropped because stderr was not read fast enough.",
+            value=dropped_records(),
+        )
+
+    def describe(self):
+        return [CounterMetricFamily("vistas_log_records_dropped", "")]

@@ -42,14 +42,22 @@ def serve(
     fields not given come from VISTAS_* environment variables, then the settings file
     (`settings_file` or $VISTAS_SETTINGS_FILE), then the defaults.
     """
-    from serving.app import create_app
     from serving.logs import configure_logging
     from serving.settings import Settings
 
     given = {"index_dir": index_dir, "host": host, "port": port}
     overrides = {"bundles": list(bundles), **{k: v for k, v in given.items() if v is not None}, **settings_overrides}
     settings = Settings.from_file(settings_file, **overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    handler = configure_logging(settings.log_level, settings.log_format, settings.log_queue_size)
+    try:
+        _run(settings)
+    finally:
+        handler.close()  # write the lines still queued (bounded wait: stderr may never drain)
+
+
+def _run(settings) -> None:
+    from serving.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"  # json: one object per line, one line per request
+    # Lines waiting for the log-writer thread; when stderr is not read fast enough and this many
+    # wait, new lines are dropped and counted (vistas_log_records_dropped_total) so serving never
+    # blocks on the log. 0: write from the logging thread and wait for stderr (serving.logs).
+    log_queue_size: int = Field(10_000, ge=0)
 
     # ---- what runs the towers (serving.runtimes) -------------------------------------------
     # "onnx": onnxruntime in this process; "triton://HOST:PORT": a remote Triton / KServe v2 server.
