@@ -50,6 +50,12 @@ class QueuedLineHandler(logging.Handler):
     """Formats each record in the logging thread (where its request id is), writes it from a
     daemon thread; never blocks the logging thread: a full queue drops the line and counts it.
 
+    Reentrant: uvicorn's SIGTERM handler runs in the main thread between any two bytecodes,
+    possibly in the middle of this handler's emit, and logs itself. So the queue is a
+    `queue.SimpleQueue` (whose put is reentrant; `queue.Queue` holds a plain lock inside put
+    and a nested put deadlocks the event loop) bounded softly through qsize(), and the drop
+    counter is guarded by an RLock.
+
     close() (called by logging.shutdown at exit, or by `vistas serve` when it stops) writes what
     is queued, waiting at most `close_timeout_s` for a stream that may never drain.
     """
@@ -61,10 +67,11 @@ class QueuedLineHandler(logging.Handler):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.stream = stream if stream is not None else sys.stderr
+        self.maxsize = maxsize
         self.close_timeout_s = close_timeout_s
-        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._dropped = 0
-        self._dropped_lock = threading.Lock()
+        self._counter_lock = threading.RLock()
         self._closing = False
         self._writer = threading.Thread(target=self._write_lines, name="log-writer", daemon=True)
         self._writer.start()
@@ -80,13 +87,13 @@ class QueuedLineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
+        if self._queue.qsize() >= self.maxsize:
             self._count_dropped(1)
+        else:
+            self._queue.put(line)
 
     def _count_dropped(self, n: int) -> None:
-        with self._dropped_lock:
+        with self._counter_lock:
             self._dropped += n
 
     def _write_lines(self) -> None:
@@ -109,15 +116,11 @@ class QueuedLineHandler(logging.Handler):
                 return
 
     def close(self) -> None:
-        with self._dropped_lock:
+        with self._counter_lock:
             first, self._closing = not self._closing, True
         if first and self._writer.is_alive():  # once: logging.shutdown at exit calls it again
-            deadline = time.monotonic() + self.close_timeout_s
-            try:
-                self._queue.put(self._STOP, timeout=self.close_timeout_s)
-            except queue.Full:
-                pass
-            self._writer.join(max(0.0, deadline - time.monotonic()))
+            self._queue.put(self._STOP)
+            self._writer.join(self.close_timeout_s)
         super().close()
 
 

@@ -161,3 +161,37 @@ def test_server_with_an_unread_stderr_keeps_serving(bundle):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+_SIGNAL_LOGGER = r"""
+import logging, os, signal, sys, threading, time
+from serving.logs import JsonFormatter, QueuedLineHandler
+
+handler = QueuedLineHandler(open(os.devnull, "w"), maxsize=1000)
+handler.setFormatter(JsonFormatter())
+log = logging.getLogger("reentrant")
+log.handlers[:] = [handler]
+log.propagate = False
+log.setLevel(logging.INFO)
+signal.signal(signal.SIGUSR1, lambda *_: log.info("from the signal handler"))  # as uvicorn's SIGTERM
+
+done = threading.Event()
+def send():
+    while not done.is_set():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.0005)
+threading.Thread(target=send, daemon=True).start()
+for i in range(200_000):
+    log.info("line %d", i)
+done.set()
+handler.close()
+print("finished")
+"""
+
+
+def test_logging_from_a_signal_handler_mid_emit_does_not_deadlock():
+    # uvicorn's SIGTERM handler logs (the drain message) from the main thread, between any two
+    # bytecodes of whatever that thread was doing: often a log call of its own. A handler holding
+    # a plain lock there (queue.Queue.put does) deadlocks the event loop for good.
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_LOGGER], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "finished", proc.stderr[-2000:]
