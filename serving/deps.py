@@ -1,4 +1,9 @@
-"""Request-scoped access to what the lifespan built once: settings, models, collections."""
+"""Request-scoped access to what the lifespan built once: settings, models, collections.
+
+The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+dependency in the thread pool, a thread handoff (and a GIL round trip) per dependency per
+request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from serving.model import ServedModel
 from serving.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_models(request: Request) -> dict[str, ServedModel]:
+async def get_models(request: Request) -> dict[str, ServedModel]:
     """Models by name, in bundle order: the first is the default. 503 while they load."""
     models = request.app.state.models
     if models is None:
@@ -30,7 +35,7 @@ def get_models(request: Request) -> dict[str, ServedModel]:
     return models
 
 
-def get_collections(request: Request) -> Collections:
+async def get_collections(request: Request) -> Collections:
     collections = request.app.state.collections
     if collections is None:
         raise APIError(

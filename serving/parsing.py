@@ -42,8 +42,8 @@ def body_kind(request: Request, *, multipart: bool = True) -> str:
     )
 
 
-def require_json(request: Request) -> None:
-    """Dependency for JSON-only routes: a wrong Content-Type is 415, not a confusing 422."""
+async def require_json(request: Request) -> None:
+    """Dependency for JSON-only routes: a wrong Content-Type is 415, not a confusing 422 (async: no thread hop)."""
     body_kind(request, multipart=False)
 
 
