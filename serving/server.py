@@ -12,6 +12,7 @@ Graceful shutdown on SIGTERM (or Ctrl-C):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -78,6 +79,12 @@ class DrainingServer(uvicorn.Server):
 
     uvicorn re-raises the signal it caught once it has shut down, so the process would die
     of SIGTERM; a drained shutdown is a clean exit, so the signal is not recorded.
+
+    uvicorn installs `handle_exit` with signal.signal, so it runs in the main thread between
+    any two bytecodes of whatever that thread was doing: inside a log call, a thread start,
+    a metric update, each holding a lock that the drain (which logs, starts a timer and sets
+    a gauge) would take again and wait on forever. The handler only hands the signal to the
+    event loop, which acts on it at its next iteration.
     """
 
     def __init__(self, config: uvicorn.Config, app, *, delay_s: float = 0.0):
@@ -85,8 +92,20 @@ class DrainingServer(uvicorn.Server):
         self.app = app
         self.delay_s = delay_s
         self._timer: threading.Timer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._on_signal, sig)
+        else:  # before the loop runs or after it stopped: nothing of ours can be mid-call
+            self._on_signal(sig)
+
+    def _on_signal(self, sig: int) -> None:
         if self._timer is not None or self.should_exit:  # a second signal: stop waiting
             if self._timer is not None:
                 self._timer.cancel()

@@ -119,3 +119,38 @@ def test_sigterm_mid_load_loses_no_accepted_request(server_process):
     assert access["late"]["status"] == 200
     assert any("draining" in rec["message"] for rec in lines)
     assert len([ln for ln in stderr.splitlines() if ln.strip()]) == len(lines), "every log line is JSON"
+
+
+def test_a_second_sigterm_skips_the_rest_of_the_drain_delay(tmp_path):
+    bundle = build_bundle(tmp_path / "tiny", "tiny")
+    port = free_port()
+    env = {**os.environ, "VISTAS_THREADS": "1", "VISTAS_SHUTDOWN_DELAY_S": "120"}
+    with (tmp_path / "server.log").open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready in 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/ready", timeout=5).status_code != 503:  # draining, still serving
+            assert time.monotonic() < deadline, "/ready never turned 503 after SIGTERM"
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # well before the 120 s delay
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
