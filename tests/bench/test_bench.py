@@ -24,6 +24,10 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path, capsys):
         assert r["ratio"] > 0 and r["target"]
         numbers = [v for v in r.values() if isinstance(v, float)]
         assert all(v > 0 for v in numbers), r
+    batching = report["results"][2]  # the compute ceiling: the model alone at the matmul rate
+    assert batching["ceiling_ratio"] == pytest.approx(
+        batching["matmul_fp32_gflops"] / batching["gflop_per_image"] / batching["sequential_req_per_s"], rel=1e-2
+    )
     printed = capsys.readouterr().out
     assert "1. image embedding throughput" in printed and str(out) in printed
 
