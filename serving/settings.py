@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     batch_max_delay_ms: float = Field(0.0, ge=0)
     batch_queue_size: int = Field(64, ge=1)  # requests waiting per model and tower; beyond: 429
     batch_timeout_s: float = Field(30.0, gt=0)  # longest wait in a queue; beyond: 503 queue_timeout
+    # Model calls of one tower running at once on the shared session (Triton's instance count).
+    # On a CPU, batch_workers=2 with threads=1 trades a lone request's latency for throughput
+    # under concurrent load (serving.batching); keep batch_workers x threads <= cores.
+    batch_workers: int = Field(1, ge=1)
 
     # ---- auth and admission ---------------------------------------------------------------
     # API keys: none configured = no auth. VISTAS_API_KEYS="k1,k2"; a file holds one key per line.
@@ -147,6 +151,7 @@ class Settings(BaseSettings):
             max_delay_ms=self.batch_max_delay_ms,
             queue_size=self.batch_queue_size,
             timeout_s=self.batch_timeout_s,
+            workers=self.batch_workers,
         )
 
     @classmethod

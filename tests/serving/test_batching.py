@@ -157,3 +157,43 @@ def test_close_drains_queued_work_and_refuses_new(heavy_bundle):
         assert [f.result(timeout=10).shape for f in futures] == [(8, 8)] * 6
     with pytest.raises(ShuttingDown):
         rt.run("image", {"pixel_values": pixels(1, 0)})
+
+
+def _overlaps(batches: list[BatchStats]) -> int:
+    """How many pairs of model calls ran at the same time."""
+    spans = sorted((b.started, b.started + b.run_s) for b in batches)
+    return sum(1 for i, (_, end) in enumerate(spans) for start, _ in spans[i + 1 :] if start < end)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_run_batches_side_by_side_on_one_session(heavy_bundle, workers):
+    before = set(threading.enumerate())
+    inner = OnnxRuntime(heavy_bundle, threads=1)
+    seen = Recorder()
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=2, workers=workers), observer=seen)
+    inputs = [pixels(2, seed=i) for i in range(8)]  # one request per model call
+    start = threading.Barrier(8)
+
+    def call(x):
+        start.wait()
+        return rt.run("image", {"pixel_values": x})
+
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(call, inputs))
+    for x, out in zip(inputs, outs):
+        np.testing.assert_allclose(out, inner.run("image", {"pixel_values": x}), atol=1e-6)
+    assert sum(b.requests for b in seen.batches) == 8
+    if workers == 1:
+        assert _overlaps(seen.batches) == 0
+    else:  # 8 calls of ~15 ms on 2 workers: calls overlap
+        assert _overlaps(seen.batches) >= 1, [(b.started, b.run_s) for b in seen.batches]
+    rt.close()
+    with pytest.raises(ShuttingDown):
+        rt.run("image", {"pixel_values": inputs[0]})
+    workers_left = [t.name for t in threading.enumerate() if t not in before and t.name.startswith("batcher")]
+    assert not workers_left, "close() stops every worker"
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers"):
+        BatchConfig(workers=0)
