@@ -81,22 +81,39 @@ def test_bad_request_fails_alone(bundles):
     rt.close()
 
 
-def test_full_queue_is_refused_with_a_retry_hint(heavy_bundle):
-    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=1, queue_size=1))
-    errors, results = [], []
-    start = threading.Barrier(6)
+class _SignalsRuns(OnnxRuntime):
+    """The real runtime, telling when a model call has begun."""
 
-    def call(i):
-        start.wait()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.running = threading.Event()
+
+    def run(self, tower, inputs):
+        self.running.set()
+        return super().run(tower, inputs)
+
+
+def test_full_queue_is_refused_with_a_retry_hint(heavy_bundle):
+    inner = _SignalsRuns(heavy_bundle, threads=1)
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=1, queue_size=1))
+    errors, results = [], []
+    start = threading.Barrier(5)
+
+    def call(i, barrier=None):
+        if barrier is not None:
+            barrier.wait()
         try:
             results.append(rt.run("image", {"pixel_values": pixels(32, i)}))  # ~0.2 s per call
         except QueueFull as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert inner.running.wait(10)  # the first call runs (~0.2 s): the queue's one place is free
+    threads = [threading.Thread(target=call, args=(i, start)) for i in range(1, 6)]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in [first, *threads]:
         t.join()
     rt.close()
     # One runs, one waits; the others arrive at a full queue.
