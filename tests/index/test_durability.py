@@ -59,7 +59,8 @@ class Stream:
         self.url, self.dim = url, dim
         self.acked: dict[tuple[str, str], dict] = {}  # (collection, id) -> metadata
         self.deleted: set[tuple[str, str]] = set()
-        self.in_flight: list[tuple[str, str]] = []  # ids of the request that got no answer
+        self.in_flight: list[tuple[str, str]] = []  # ids of the upsert that got no answer
+        self.delete_in_flight: tuple[str, str] | None = None  # the delete that got no answer
         self.requests = 0
         self.rng = np.random.default_rng(0)
 
@@ -74,7 +75,8 @@ class Stream:
                     try:
                         r = client.delete(f"/v1/collections/{name}/items/{victim[1]}")
                     except httpx.TransportError:
-                        return  # a delete in flight may or may not have happened
+                        self.delete_in_flight = victim  # it may or may not have happened
+                        return
                     assert r.status_code == 200 and r.json()["deleted"] == 1, r.text
                     self.deleted.add(victim)
                     continue
@@ -123,7 +125,8 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
             for name in COLLECTIONS:
-                live = {id: meta for (c, id), meta in stream.acked.items() if c == name and (c, id) not in stream.deleted}
+                gone = stream.deleted | {stream.delete_in_flight}
+                live = {id: meta for (c, id), meta in stream.acked.items() if c == name and (c, id) not in gone}
                 for id, meta in live.items():
                     r = client.get(f"/v1/collections/{name}/items/{id}", params={"vector": "true"})
                     assert r.status_code == 200, f"acknowledged {name}/{id} lost: {r.text}"
@@ -137,6 +140,15 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
                 there = [client.get(f"/v1/collections/{name}/items/{id}").status_code == 200 for id in flight]
                 assert all(there) or not any(there), "a half-written upsert"
                 extra = sum(there)
+                if stream.delete_in_flight and stream.delete_in_flight[0] == name:  # all there or all gone
+                    victim = stream.delete_in_flight[1]
+                    r = client.get(f"/v1/collections/{name}/items/{victim}", params={"vector": "true"})
+                    if r.status_code == 200:
+                        extra += 1
+                        hit = client.post("/v1/search", json={"collection": name, "vector": r.json()["vector"], "k": 1})
+                        assert hit.json()["results"][0]["id"] == victim
+                    else:
+                        assert r.status_code == 404
                 info = client.get(f"/v1/collections/{name}").json()
                 assert info["count"] == len(live) + extra
                 assert info["index"] == ("HNSW32" if name == "graph" else "Flat")
