@@ -54,7 +54,8 @@ class QueuedLineHandler(logging.Handler):
     possibly in the middle of this handler's emit, and logs itself. So the queue is a
     `queue.SimpleQueue` (whose put is reentrant; `queue.Queue` holds a plain lock inside put
     and a nested put deadlocks the event loop) bounded softly through qsize(), and the drop
-    counter is guarded by an RLock.
+    counter and the closing flag are guarded by an RLock of their own (not the Handler's
+    `lock`: logging.shutdown holds that one while close() waits for the writer thread).
 
     close() (called by logging.shutdown at exit, or by `vistas serve` when it stops) writes what
     is queued, waiting at most `close_timeout_s` for a stream that may never drain.
@@ -71,7 +72,7 @@ class QueuedLineHandler(logging.Handler):
         self.close_timeout_s = close_timeout_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._dropped = 0
-        self._counter_lock = threading.RLock()
+        self._lock = threading.RLock()
         self._closing = False
         self._writer = threading.Thread(target=self._write_lines, name="log-writer", daemon=True)
         self._writer.start()
@@ -93,7 +94,7 @@ class QueuedLineHandler(logging.Handler):
             self._queue.put(line)
 
     def _count_dropped(self, n: int) -> None:
-        with self._counter_lock:
+        with self._lock:
             self._dropped += n
 
     def _write_lines(self) -> None:
@@ -116,7 +117,7 @@ class QueuedLineHandler(logging.Handler):
                 return
 
     def close(self) -> None:
-        with self._counter_lock:
+        with self._lock:
             first, self._closing = not self._closing, True
         if first and self._writer.is_alive():  # once: logging.shutdown at exit calls it again
             self._queue.put(self._STOP)

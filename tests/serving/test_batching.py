@@ -27,6 +27,18 @@ def pixels(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, 3, SIZE, SIZE)).astype(np.float32)
 
 
+def run_together(rt: BatchingRuntime, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each input from its own thread, all released at once -> the answers, in input order."""
+    start = threading.Barrier(len(inputs))
+
+    def call(x):
+        start.wait()
+        return rt.run("image", {"pixel_values": x})
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        return list(pool.map(call, inputs))
+
+
 class Recorder:
     def __init__(self):
         self.batches: list[BatchStats] = []
@@ -40,14 +52,7 @@ def test_concurrent_calls_are_batched_and_answers_unchanged(bundles):
     seen = Recorder()
     rt = BatchingRuntime(inner, BatchConfig(max_batch_size=16, max_delay_ms=50), observer=seen)
     inputs = [pixels(1 + i % 3, seed=i) for i in range(12)]  # 1-3 rows each: 24 rows
-    start = threading.Barrier(12)
-
-    def call(x):
-        start.wait()
-        return rt.run("image", {"pixel_values": x})
-
-    with ThreadPoolExecutor(12) as pool:
-        outs = list(pool.map(call, inputs))
+    outs = run_together(rt, inputs)
     rt.close()
     for x, out in zip(inputs, outs):  # each caller gets its own rows, in order
         np.testing.assert_allclose(out, inner.run("image", {"pixel_values": x}), atol=1e-6)
@@ -189,14 +194,7 @@ def test_workers_run_batches_side_by_side_on_one_session(heavy_bundle, workers):
     seen = Recorder()
     rt = BatchingRuntime(inner, BatchConfig(max_batch_size=2, workers=workers), observer=seen)
     inputs = [pixels(2, seed=i) for i in range(8)]  # one request per model call
-    start = threading.Barrier(8)
-
-    def call(x):
-        start.wait()
-        return rt.run("image", {"pixel_values": x})
-
-    with ThreadPoolExecutor(8) as pool:
-        outs = list(pool.map(call, inputs))
+    outs = run_together(rt, inputs)
     for x, out in zip(inputs, outs):
         np.testing.assert_allclose(out, inner.run("image", {"pixel_values": x}), atol=1e-6)
     assert sum(b.requests for b in seen.batches) == 8

@@ -9,38 +9,25 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from support.prom import scrape, value
+from support.serve_process import start_serve
 from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png
 
-ROOT = Path(__file__).resolve().parents[2]
 RED = base64.b64encode(png(COLOR_RGB["red"])).decode()
 N_REQUESTS, IMAGES = 10, 16  # ~0.2 s of model time each, one at a time: ~2 s of queued work
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server_process(tmp_path):
     bundle = build_bundle(tmp_path / "heavy", "heavy", heavy=(512, 32))
-    port = free_port()
     env = {
-        **os.environ,
         "VISTAS_THREADS": "1",
         "VISTAS_BATCH_MAX_SIZE": str(IMAGES),  # one request per model call: the queue stays long
         # The /ready probe and the late request must land inside this window; on a loaded CI
@@ -48,26 +35,9 @@ def server_process(tmp_path):
         "VISTAS_SHUTDOWN_DELAY_S": "3.0",
         "VISTAS_LOG_FORMAT": "json",
     }
-    # The server logs a line per request from its event loop: into a file, because on a pipe
-    # nobody reads until the end it would block writing once the pipe holds 64 KiB.
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"  # the test reads it once the server is gone
+    proc, url = start_serve(bundle, env, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready in 60 s"
-            time.sleep(0.1)
         yield proc, log, url
     finally:
         if proc.poll() is None:
@@ -123,25 +93,8 @@ def test_sigterm_mid_load_loses_no_accepted_request(server_process):
 
 def test_a_second_sigterm_skips_the_rest_of_the_drain_delay(tmp_path):
     bundle = build_bundle(tmp_path / "tiny", "tiny")
-    port = free_port()
-    env = {**os.environ, "VISTAS_THREADS": "1", "VISTAS_SHUTDOWN_DELAY_S": "120"}
-    with (tmp_path / "server.log").open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vistas.cli", "serve", str(bundle), "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(bundle, {"VISTAS_THREADS": "1", "VISTAS_SHUTDOWN_DELAY_S": "120"}, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready in 60 s"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         while httpx.get(f"{url}/ready", timeout=5).status_code != 503:  # draining, still serving
