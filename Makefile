@@ -12,9 +12,10 @@ PORT    ?= 8000
 install: $(STAMP)
 
 # torch first, exactly pinned: pip then finds the CPU wheel on disk instead of a CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ./clients
 	$(BIN)/python -m pip install -q -e '.[serve,train,test,ray]'
 	touch $(STAMP)
 

@@ -13,8 +13,8 @@ already runs the model near the matmul rate (a B/16 on a CPU), the ceiling is cl
 
 from __future__ import annotations
 
-from bench.flops import matmul_gflops, vit_image_gflop
-from bench.harness import b64, concurrent_throughput, interleaved, photos, sequential_latencies, served
+from vistas.bench.flops import matmul_gflops, vit_image_gflop
+from vistas.bench.harness import b64, concurrent_throughput, interleaved, photos, sequential_latencies, served
 
 
 def bench_batching(model, threads: int, concurrency: int = 8, requests: int = 32, rounds: int = 3) -> dict:

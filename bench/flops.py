@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.harness import interleaved, median_seconds
+from vistas.bench.harness import interleaved, median_seconds
 
 
 def vit_image_gflop(image_config: dict, height: int, width: int) -> float:
@@ -39,7 +39,7 @@ def matmul_gflops(threads: int, size: int = 2048, dtype: str = "float32", repeat
 
 def bench_flops(model, threads: int, batch: int = 8, rounds: int = 3) -> dict:
     """Image tower img/s (bare onnxruntime, fp32 and int8) -> GFLOP/s vs torch's matmul rate."""
-    from serving.runtime import OnnxRuntime
+    from vistas.inference.onnx_runtime import OnnxRuntime
 
     h, w = model.image_size
     gflop = vit_image_gflop(model.image_config, h, w)

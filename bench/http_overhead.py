@@ -17,14 +17,14 @@ from __future__ import annotations
 import io
 import statistics
 
-from bench.harness import b64, interleaved, median_seconds, photos, sequential_latencies, served
+from vistas.bench.harness import b64, interleaved, median_seconds, photos, sequential_latencies, served
 
 
 def bench_http_overhead(model, threads: int, requests: int = 20, rounds: int = 3) -> dict:
     from PIL import Image
 
-    from serving.model import load_model
-    from serving.runtime import OrtOptions
+    from vistas.inference.model import load_model
+    from vistas.inference.onnx_runtime import OrtOptions
 
     # onnxruntime's own threading (idle threads spin): the fastest bare loop, nothing else running.
     local = load_model(str(model.bundle), options=OrtOptions(spinning="on"), threads=threads)

@@ -29,7 +29,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.report import print_and_save
+from vistas.bench.report import print_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "models" / "siglip-shapes-digits" / "bundle"
@@ -67,8 +67,8 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def bench_search(n: int, dim: int, factory: str, queries: int, flat_queries: int, workdir: Path,
                  intrinsic: int = 32) -> dict:
-    from index import Collection, IndexConfig
-    from index.search import omp_threads
+    from vistas.index import Collection, IndexConfig
+    from vistas.index.search import omp_threads
 
     data = list(clustered_unit_vectors(n + queries, dim, intrinsic=intrinsic))
     x = np.concatenate(data)
@@ -131,8 +131,8 @@ def bench_search(n: int, dim: int, factory: str, queries: int, flat_queries: int
 def bench_batch_indexing(bundle: Path, images: int, batch: int, threads: int, workdir: Path) -> dict:
     from PIL import Image
 
-    from index.build import build_index
-    from serving.model import load_model
+    from vistas.index.build import build_index
+    from vistas.inference.model import load_model
 
     model = load_model(str(bundle), threads=threads)
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Benchmark models: a SigLIP B/16 at 224 px with random weights, exported once and cached.
 
-    python -m bench.models            # builds build/bench/siglip-b16/{checkpoint,bundle,bundle-int8}
+    python -m vistas.bench.models            # builds build/bench/siglip-b16/{checkpoint,bundle,bundle-int8}
 
 Random weights are fine for speed: every FLOP of a trained B/16 is there (86M parameters in
 the image tower, 196 patches + MAP head). The text tower is tiny because no benchmark uses it.
@@ -35,10 +35,10 @@ def siglip_b16_checkpoint(cache: Path = CACHE) -> Path:
     """A random-weight SigLIP B/16 @ 224 checkpoint (vistas' own ViTConfig.from_variant), cached."""
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.models.siglip import SigLIP, SigLIPConfig
-    from training.models.text import TextConfig
-    from training.models.vit import ViTConfig
+    from vistas.training.checkpoint import save_checkpoint
+    from vistas.training.models.siglip import SigLIP, SigLIPConfig
+    from vistas.training.models.text import TextConfig
+    from vistas.training.models.vit import ViTConfig
     from vistas.bundle import Preprocess
     from vistas.images import ImageSpec
     from vistas.tokenizer import TextSpec
@@ -68,7 +68,7 @@ def siglip_b16_checkpoint(cache: Path = CACHE) -> Path:
 
 def siglip_b16_bundle(cache: Path = CACHE) -> Path:
     """The exported (parity-checked) bundle of `siglip_b16_checkpoint`, cached under build/bench/."""
-    from export.onnx_export import export_checkpoint
+    from vistas.export.onnx_export import export_checkpoint
 
     ckpt = siglip_b16_checkpoint(cache)
     out = cache / B16["name"] / "bundle"
@@ -82,7 +82,7 @@ def siglip_b16_bundle(cache: Path = CACHE) -> Path:
 
 def int8_bundle(fp32_bundle: Path) -> Path:
     """The dynamic-int8 twin of a bundle (export/quantize.py), cached beside it."""
-    from export.quantize import quantize_bundle
+    from vistas.export.quantize import quantize_bundle
 
     out = fp32_bundle.with_name(fp32_bundle.name + "-int8")
     key = {"key": _KEY, "source": json.loads((fp32_bundle / "bundle.json").read_text())["space_id"]}

@@ -26,7 +26,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench.report import print_row, save
+from vistas.bench.report import print_row, save
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("1", "2", "3", "4")
@@ -34,7 +34,7 @@ BENCHMARKS = ("1", "2", "3", "4")
 
 def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "index":
-        from bench.index_bench import main as index_main
+        from vistas.bench.index_bench import main as index_main
 
         return index_main(argv[1:])
     p = argparse.ArgumentParser(prog="vistas bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,16 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="compute threads for every side (onnxruntime, torch)")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json")
-    args = p.parse_args(argv)  # None: sys.argv, as `python -m bench.run --only 3`
+    args = p.parse_args(argv)  # None: sys.argv, as `python -m vistas.bench.run --only 3`
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := sorted(set(only) - set(BENCHMARKS)):
         p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
 
-    from bench.batching import bench_batching
-    from bench.flops import bench_flops
-    from bench.http_overhead import bench_http_overhead
-    from bench.models import bundled_tiny, siglip_b16
-    from bench.throughput import bench_throughput
+    from vistas.bench.batching import bench_batching
+    from vistas.bench.flops import bench_flops
+    from vistas.bench.http_overhead import bench_http_overhead
+    from vistas.bench.models import bundled_tiny, siglip_b16
+    from vistas.bench.throughput import bench_throughput
 
     tiny = bundled_tiny()
     model = tiny if args.quick else siglip_b16()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import b64, concurrent_throughput, interleaved, photos, served
+from vistas.bench.harness import b64, concurrent_throughput, interleaved, photos, served
 
 
 def _hf_images_per_second(model, processor, images, batch: int) -> float:

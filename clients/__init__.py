@@ -1,63 +1,17 @@
-"""The vistas Python SDK. Depends on httpx and pydantic only (numpy, PIL, tqdm optional).
+"""Deprecated: `from clients import Client` is the import before 0.2; use `from vistas_client import Client`.
 
-    from clients import Client
-
-    with Client("http://127.0.0.1:8000", api_key=None) as c:
-        c.add_items([{"id": "cat1", "image": "cat.jpg", "metadata": {"kind": "cat"}}])
-        hits = c.search(text="a photo of a cat", k=5, filter={"kind": "cat"}).results
-        probs = c.classify("cat.jpg", ["cat", "dog"]).predictions
-
-`AsyncClient` has the same methods, awaited.
+This shim is not installed: it works only where the repository root is on sys.path (a source
+checkout), for one release, and warns. The SDK installs as its own distribution: `pip install ./clients`.
 """
 
-from clients._core import RetryPolicy
-from clients.async_client import AsyncClient
-from clients.client import Client
-from clients.errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    RateLimitError,
-    ServerError,
-    VistasError,
-)
-from clients.types import (
-    ClassifyResult,
-    CollectionInfo,
-    DeleteResult,
-    EmbedResult,
-    Item,
-    ModelInfo,
-    Prediction,
-    SearchHit,
-    SearchResult,
-    UpsertResult,
+import warnings
+
+warnings.warn(
+    "`import clients` is deprecated and goes away in the next release: use `import vistas_client` "
+    "(pip install ./clients)",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APITimeoutError",
-    "AsyncClient",
-    "AuthenticationError",
-    "BadRequestError",
-    "ClassifyResult",
-    "Client",
-    "CollectionInfo",
-    "DeleteResult",
-    "EmbedResult",
-    "Item",
-    "ModelInfo",
-    "NotFoundError",
-    "Prediction",
-    "RateLimitError",
-    "RetryPolicy",
-    "SearchHit",
-    "SearchResult",
-    "ServerError",
-    "UpsertResult",
-    "VistasError",
-]
+from vistas_client import *  # noqa: E402,F403
+from vistas_client import __all__  # noqa: E402,F401

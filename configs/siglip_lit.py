@@ -4,7 +4,7 @@
     vistas train --config 'configs/siglip_lit.py:init=npz:ckpt.npz,processor=hf:DIR,lock_image=False'
 
 `init` is any model source (a vistas checkpoint, hf:DIR_OR_HUB_ID, npz:FILE; see
-`training.convert.sources`): the model, its tokenizer and its preprocessing come from
+`vistas.training.convert.sources`): the model, its tokenizer and its preprocessing come from
 there, so the recipe has no model, image or tokenizer entries. `lock_image=True` (the
 default) is LiT, "locked-image text tuning" (Zhai et al., arXiv 2111.07991): the image
 tower stays frozen and only the text tower and t, b learn. Data and evals are those of
@@ -13,7 +13,7 @@ configs/siglip_shapes_digits.py.
 
 from pathlib import Path
 
-from training.config import load_config, parse_arg
+from vistas.training.config import load_config, parse_arg
 
 
 def get_config(arg=None):

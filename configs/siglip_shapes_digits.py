@@ -11,7 +11,7 @@ width-128 ViT with MAP pooling (SigLIP, arXiv 2303.15343) and a 2-layer text tow
 
 import math
 
-from training.config import Config, parse_arg
+from vistas.training.config import Config, parse_arg
 
 IMAGE_SIZE = 48  # shapes are drawn at this size and digits upscaled to it: no resize in preprocessing
 

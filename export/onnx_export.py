@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.convert.sources import LoadedModel, load_source
+from vistas.training.convert.sources import LoadedModel, load_source
 from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, MASK_INPUT, SHAPES_INPUT, TEXT_INPUT, BundleSpec
 from vistas.bundle import save_bundle_spec, space_id
 from vistas.images import ImageSpec
@@ -143,7 +143,7 @@ def export_checkpoint(
     tolerance: float = PARITY_TOLERANCE,
     processor: str | None = None,
 ) -> BundleSpec:
-    """Write a bundle of `source` (see `training.convert.sources.load_source`) to `out_dir`;
+    """Write a bundle of `source` (see `vistas.training.convert.sources.load_source`) to `out_dir`;
     raises ExportParityError (and writes nothing) if parity fails."""
     return export_model(load_source(source, processor=processor), out_dir, name=name, tolerance=tolerance)
 

@@ -9,7 +9,7 @@ captions, each with its own preprocessing:
     Siglip2Model (`get_image_features` / `get_text_features`, input_ids only, as
     big_vision trained it);
   * vistas torch: `vistas.inputs` + `vistas.tokenizer`, then the converted model;
-  * vistas served: the exported ONNX bundle through `serving.model` (what `vistas serve` runs).
+  * vistas served: the exported ONNX bundle through `vistas.inference.model` (what `vistas serve` runs).
 The report is the max abs difference of the L2-normalised embeddings per tower and of the
 logits, vistas minus transformers; parity holds when every one is <= 1e-4.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.convert.sources import LoadedModel, load_source
+from vistas.training.convert.sources import LoadedModel, load_source
 from vistas.inputs import image_inputs
 from vistas.tokenizer import Tokenizer
 
@@ -90,7 +90,7 @@ def torch_embeddings(loaded: LoadedModel, images, texts) -> dict[str, np.ndarray
 
 def served_embeddings(bundle: Path, images, texts) -> dict[str, np.ndarray]:
     """The exported bundle through the serving runtime (onnxruntime, no torch)."""
-    from serving.model import load_model
+    from vistas.inference.model import load_model
 
     served = load_model(str(bundle))
     return {"image": served.embed_images(images), "text": served.embed_texts(list(texts)),
@@ -116,8 +116,8 @@ def check_parity(source: str, *, processor: str | None = None, reference: str | 
     The reference is the source itself for hf: sources, or `reference` (an hf: directory of the
     same weights, e.g. for an npz); without one only ONNX vs torch is reported. `bundle`: an
     already exported bundle of `source` to check; by default one is exported to a temp dir."""
-    from export.onnx_export import export_model
-    from training.convert.hub import resolve_hf
+    from vistas.export.onnx_export import export_model
+    from vistas.training.convert.hub import resolve_hf
     from vistas.bundle import load_bundle_spec, space_id
 
     loaded = load_source(source, processor=processor)

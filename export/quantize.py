@@ -159,16 +159,16 @@ def export_quantized(
 ) -> BundleSpec:
     """Any export source -> parity-checked fp32 export -> quantised bundle in `out_dir`, measured
     on the eval suites of the recipe `eval_config` (None: cosine on random inputs only)."""
-    from export.onnx_export import export_checkpoint
+    from vistas.export.onnx_export import export_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vistas-quantize-") as tmp:
         fp32 = Path(tmp) / "fp32"
         spec = export_checkpoint(source, fp32, name=name, processor=processor)
         suites, run_suites = None, None
         if eval_config:
-            from training.batches import BatchMaker
-            from training.config import load_config
-            from training.evaluate import run_suites
+            from vistas.training.batches import BatchMaker
+            from vistas.training.config import load_config
+            from vistas.training.evaluate import run_suites
 
             suites = BatchMaker(load_config(eval_config), spec.preprocess.image).eval_suites()
         return quantize_bundle(fp32, Path(out_dir), method, suites=suites, run_suites=run_suites, threads=threads)

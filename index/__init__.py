@@ -1,6 +1,6 @@
 """Vector collections: FAISS search over an SQLite store of ids, metadata and vectors.
 
-    from index import Collection, Collections
+    from vistas.index import Collection, Collections
 
     col = Collection.create("runs/idx/default", dim=768, space_id=bundle.space_id)  # IndexConfig("auto")
     col.upsert(["a", "b"], vectors, [{"kind": "cat"}, {"kind": "dog"}], space_id=bundle.space_id)
@@ -10,10 +10,10 @@
 No torch here: the server imports this package.
 """
 
-from index.collection import Collection, Hit, SpaceMismatchError
-from index.filters import compile_filter
-from index.indexes import AUTO, IndexConfig, choose_factory
-from index.registry import CollectionNotFoundError, Collections, check_name
+from vistas.index.collection import Collection, Hit, SpaceMismatchError
+from vistas.index.filters import compile_filter
+from vistas.index.indexes import AUTO, IndexConfig, choose_factory
+from vistas.index.registry import CollectionNotFoundError, Collections, check_name
 
 __all__ = [
     "AUTO",

@@ -41,10 +41,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from index.collection import Collection
-from index.indexes import IndexConfig
-from index.registry import Collections
-from index.thumbnails import make_thumbnail
+from vistas.index.collection import Collection
+from vistas.index.indexes import IndexConfig
+from vistas.index.registry import Collections
+from vistas.index.thumbnails import make_thumbnail
 from vistas.images import DEFAULT_MAX_PIXELS, decode_image
 from vistas.sources import Item, Unit, count_source, fingerprint, iter_unit, split_source
 
@@ -53,7 +53,7 @@ _EXAMPLES = 20
 
 
 class ImageEmbedder(Protocol):
-    """What the job needs of a model. A `serving.model.ServedModel` also offers `image_inputs` and
+    """What the job needs of a model. A `vistas.inference.model.ServedModel` also offers `image_inputs` and
     `runtime`: the job then preprocesses in its decode threads and runs the batch tensors itself."""
 
     dim: int
@@ -150,7 +150,7 @@ def build_index(
     """Embed every decodable image of `source` into `out_dir/<collection>` (see the module docstring).
 
     `overrides` are BuildConfig fields. The Ray engine needs `model_factory` (picklable, e.g.
-    functools.partial(serving.model.load_model, bundle_dir)): each actor builds its own model.
+    functools.partial(vistas.inference.model.load_model, bundle_dir)): each actor builds its own model.
     """
     config = dataclasses.replace(config or BuildConfig(), **overrides)
     if config.engine == "ray" and model_factory is None:
@@ -229,7 +229,7 @@ def _commit_units(
 
 def _engine_rows(units: list[Unit], start: int, model, model_factory, config: BuildConfig):
     if config.engine == "ray":
-        from index.ray_engine import ray_rows
+        from vistas.index.ray_engine import ray_rows
 
         return ray_rows(units, start, model_factory, config)
     return local_rows(units, start, model, config)

@@ -48,7 +48,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index.indexes import (
+from vistas.index.indexes import (
     AUTO,
     IndexConfig,
     choose_factory,
@@ -59,9 +59,9 @@ from index.indexes import (
     train,
     training_size,
 )
-from index.quality import exact_top_k, recall_at_k, tune_knob
-from index.search import IndexState, exact_scan, index_search, search_all, search_filtered
-from index.store import SQLITE_FILE, ItemStore
+from vistas.index.quality import exact_top_k, recall_at_k, tune_knob
+from vistas.index.search import IndexState, exact_scan, index_search, search_all, search_filtered
+from vistas.index.store import SQLITE_FILE, ItemStore
 
 log = logging.getLogger(__name__)
 

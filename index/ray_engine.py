@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from index.build import BuildConfig, Row, decode_item, embed_batch
+from vistas.index.build import BuildConfig, Row, decode_item, embed_batch
 from vistas.sources import Unit, iter_unit
 
 def _read_unit(row: dict) -> list[dict]:

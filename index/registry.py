@@ -11,9 +11,9 @@ import re
 import threading
 from pathlib import Path
 
-from index.collection import Collection, SpaceMismatchError
-from index.indexes import IndexConfig
-from index.store import SQLITE_FILE
+from vistas.index.collection import Collection, SpaceMismatchError
+from vistas.index.indexes import IndexConfig
+from vistas.index.store import SQLITE_FILE
 
 log = logging.getLogger(__name__)
 

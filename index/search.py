@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from index.indexes import can_remove, is_lossy, knob, knob_range, search_params
-from index.quality import exact_top_k
-from index.store import ItemStore
+from vistas.index.indexes import can_remove, is_lossy, knob, knob_range, search_params
+from vistas.index.quality import exact_top_k
+from vistas.index.store import ItemStore
 
 EXACT_FILTER_MAX = 4096
 # FAISS parallelises over queries with OpenMP; for a handful of queries the fork/join costs more

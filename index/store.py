@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.filters import compile_filter
+from vistas.index.filters import compile_filter
 
 SQLITE_FILE = "collection.sqlite"
 SCHEMA_VERSION = 2

@@ -20,9 +20,9 @@ from collections import OrderedDict
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.auth import is_public
-from serving.context import current_request
-from serving.errors import error_response
+from vistas.serving.auth import is_public
+from vistas.serving.context import current_request
+from vistas.serving.errors import error_response
 
 # Bounds the memory of the buckets when callers are client addresses (anyone can be one);
 # the least recently seen caller is forgotten first, i.e. gets a full bucket again.

@@ -10,19 +10,19 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 
 import vistas
-from index import Collections
-from serving.admission import Admission
-from serving.auth import APIKeys, BearerAuth
-from serving.errors import install_error_handlers
-from serving.lifecycle import LOADING, lifespan_for
-from serving.limits import BodySizeLimit
-from serving.metrics import Metrics
-from serving.model import ServedModel
-from serving.observe import Observe
-from serving.routers import classify, embed, health, kserve, openai_embeddings, page, search
-from serving.routers import collections as collection_routes
-from serving.routers import models as model_routes
-from serving.settings import Settings
+from vistas.index import Collections
+from vistas.serving.admission import Admission
+from vistas.serving.auth import APIKeys, BearerAuth
+from vistas.serving.errors import install_error_handlers
+from vistas.serving.lifecycle import LOADING, lifespan_for
+from vistas.serving.limits import BodySizeLimit
+from vistas.serving.metrics import Metrics
+from vistas.inference.model import ServedModel
+from vistas.serving.observe import Observe
+from vistas.serving.routers import classify, embed, health, kserve, openai_embeddings, page, search
+from vistas.serving.routers import collections as collection_routes
+from vistas.serving.routers import models as model_routes
+from vistas.serving.settings import Settings
 
 ROUTERS = (
     embed.router,

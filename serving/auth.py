@@ -19,8 +19,8 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.context import current_request
-from serving.errors import error_response
+from vistas.serving.context import current_request
+from vistas.serving.errors import error_response
 
 REALM = 'Bearer realm="vistas"'
 

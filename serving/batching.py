@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.context import current_request
-from serving.runtime import check_feeds
+from vistas.serving.context import current_request
+from vistas.inference.runtime import check_feeds
 
-log = logging.getLogger("serving.batching")
+log = logging.getLogger("vistas.serving.batching")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What one HTTP request carries through the layers below it: its id, its caller, its outcome.
 
-The `serving.observe` middleware opens a RequestContext per request and puts it in a
+The `vistas.serving.observe` middleware opens a RequestContext per request and puts it in a
 context variable. Context variables follow the request into `run_in_threadpool` threads
 (anyio copies the context), so the batcher, the error handlers and the access log all
 read the same object without passing it down every call:

@@ -11,11 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError, check_name
-from serving.context import current_request
-from serving.errors import APIError
-from serving.model import ServedModel
-from serving.settings import Settings
+from vistas.index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError, check_name
+from vistas.serving.context import current_request
+from vistas.serving.errors import APIError
+from vistas.inference.model import ServedModel
+from vistas.serving.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:

@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
-from serving.context import note_error
-from serving.runtimes import RemoteRuntimeError
+from vistas.serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
+from vistas.serving.context import note_error
+from vistas.inference.runtimes import RemoteRuntimeError
 from vistas.images import ImageError
 
-log = logging.getLogger("serving")
+log = logging.getLogger("vistas.serving")
 
 # Codes for Starlette's own HTTP errors (unknown route, wrong method, bad multipart, ...).
 _STATUS_CODES = {

@@ -3,7 +3,7 @@
     loading    models are being loaded (only seen with `load_in_background`: otherwise
                the server does not listen before they are in); /ready is 503 `loading`.
     ready      /ready is 200.
-    draining   SIGTERM arrived (`begin_drain`, called by serving.server): /ready is 503
+    draining   SIGTERM arrived (`begin_drain`, called by vistas.serving.server): /ready is 503
                `draining` so load balancers stop sending, while every request already
                accepted, queued or running still gets its answer.
 
@@ -21,11 +21,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from index import Collections
-from serving.model import load_models
-from serving.settings import Settings
+from vistas.index import Collections
+from vistas.inference.model import load_models
+from vistas.serving.settings import Settings
 
-log = logging.getLogger("serving")
+log = logging.getLogger("vistas.serving")
 
 LOADING, READY, DRAINING = "loading", "ready", "draining"
 

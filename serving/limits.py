@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import APIError, error_response
+from vistas.serving.errors import APIError, error_response
 
 
 class BodyTooLarge(APIError):

@@ -5,7 +5,7 @@
      "status": 200, "latency_ms": 12.3, "model": "tiny-a", ...}
 
 `extra={"fields": {...}}` on a log call adds fields; a log call made while a request is
-being handled gets its `request_id` automatically (from serving.context).
+being handled gets its `request_id` automatically (from vistas.serving.context).
 
 Lines are written by a thread of their own (`QueuedLineHandler`), not by the thread that logs.
 A server logs from its event loop; with a plain StreamHandler, a stderr that stops being
@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TextIO
 
-from serving.context import current_request
+from vistas.serving.context import current_request
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,11 +1,11 @@
 """Prometheus metrics of one app, in its own registry (several apps can live in one process).
 
-HTTP (recorded by serving.observe for every request):
+HTTP (recorded by vistas.serving.observe for every request):
     vistas_http_requests_total{method,route,status}           counter
     vistas_http_request_duration_seconds{method,route}        histogram
     vistas_http_errors_total{route,status,code}               counter, `code` of the JSON error
     vistas_http_requests_in_progress                          gauge
-Batching (recorded by serving.batching's worker threads, per model and tower):
+Batching (recorded by vistas.serving.batching's worker threads, per model and tower):
     vistas_batch_size_rows{model,tower}                       histogram, rows per model call
     vistas_batch_requests{model,tower}                        histogram, requests per model call
     vistas_model_seconds{model,tower}                         histogram, duration of a model call
@@ -15,7 +15,7 @@ Batching (recorded by serving.batching's worker threads, per model and tower):
 Server:
     vistas_ready                                              gauge, 1 when models are loaded and not draining
     vistas_log_records_dropped_total                          counter, log lines dropped because stderr
-                                                              was not read fast enough (serving.logs)
+                                                              was not read fast enough (vistas.serving.logs)
 
 `route` is the route template ("/v1/collections/{name}/items"), never the raw path, so
 the number of series stays bounded whatever clients send.
@@ -27,8 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-from serving.batching import BatchObserver, BatchStats
-from serving.logs import dropped_records
+from vistas.serving.batching import BatchObserver, BatchStats
+from vistas.serving.logs import dropped_records
 
 # Seconds: 1 ms (a cached health probe) to 60 s (a large upsert on a busy CPU).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -82,7 +82,7 @@ class Metrics:
             self.errors.labels(route, str(status), error_code or "unknown").inc()
 
     def batch_observer(self, model: str) -> BatchObserver:
-        """A callback for serving.batching that records one model's batches."""
+        """A callback for vistas.serving.batching that records one model's batches."""
 
         def observe(stats: BatchStats) -> None:
             labels = (model, stats.tower)

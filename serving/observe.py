@@ -2,7 +2,7 @@
 
 For every HTTP request it
 * takes the client's `X-Request-ID` (if it is a sane token) or makes one, puts it in the
-  request context (`serving.context`) and echoes it in the response headers;
+  request context (`vistas.serving.context`) and echoes it in the response headers;
 * watches for the client going away once the body is read, so the batcher can drop its
   queued rows (`RequestContext.gone`);
 * records the HTTP metrics and logs one structured line (logger "vistas.access"):
@@ -23,12 +23,12 @@ import time
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.context import enter_request, leave_request, note_error, request_id_from
-from serving.errors import error_response
-from serving.metrics import Metrics
+from vistas.serving.context import enter_request, leave_request, note_error, request_id_from
+from vistas.serving.errors import error_response
+from vistas.serving.metrics import Metrics
 
 access_log = logging.getLogger("vistas.access")
-log = logging.getLogger("serving")
+log = logging.getLogger("vistas.serving")
 
 REQUEST_ID_HEADER = "x-request-id"
 

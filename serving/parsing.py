@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from serving.errors import APIError, image_error
+from vistas.serving.errors import APIError, image_error
 from vistas.images import ImageError, decode_image
 
 JSON, MULTIPART = "json", "multipart"

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serving.model import LABEL_SLOT
+from vistas.inference.model import LABEL_SLOT
 
 Metadata = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """`vistas serve`: run the app under uvicorn; `running_server` for a server inside a process.
 
 Graceful shutdown on SIGTERM (or Ctrl-C):
-1. /ready turns 503 `draining` at once (serving.lifecycle.begin_drain);
+1. /ready turns 503 `draining` at once (vistas.serving.lifecycle.begin_drain);
 2. for `shutdown_delay_s` the server keeps accepting and serving, so load balancers that
    poll /ready stop sending before the listening socket closes;
 3. uvicorn stops accepting, finishes every request it has accepted (those waiting in a
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from serving.lifecycle import begin_drain
+from vistas.serving.lifecycle import begin_drain
 
-log = logging.getLogger("serving")
+log = logging.getLogger("vistas.serving")
 
 
 def serve(
@@ -39,12 +39,12 @@ def serve(
 ) -> None:
     """Serve `bundles` (the first is the default model) and the collections under `index_dir`.
 
-    `settings_overrides` are `serving.settings.Settings` fields (max_body_bytes=..., threads=...);
+    `settings_overrides` are `vistas.serving.settings.Settings` fields (max_body_bytes=..., threads=...);
     fields not given come from VISTAS_* environment variables, then the settings file
     (`settings_file` or $VISTAS_SETTINGS_FILE), then the defaults.
     """
-    from serving.logs import configure_logging
-    from serving.settings import Settings
+    from vistas.serving.logs import configure_logging
+    from vistas.serving.settings import Settings
 
     given = {"index_dir": index_dir, "host": host, "port": port}
     overrides = {"bundles": list(bundles), **{k: v for k, v in given.items() if v is not None}, **settings_overrides}
@@ -57,7 +57,7 @@ def serve(
 
 
 def _run(settings) -> None:
-    from serving.app import create_app
+    from vistas.serving.app import create_app
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -65,7 +65,7 @@ def _run(settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,  # ours (configure_logging)
-        access_log=False,  # serving.observe logs one structured line per request instead
+        access_log=False,  # vistas.serving.observe logs one structured line per request instead
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     server = DrainingServer(config, app, delay_s=settings.shutdown_delay_s)

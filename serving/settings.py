@@ -41,27 +41,27 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"  # json: one object per line, one line per request
     # Lines waiting for the log-writer thread; when stderr is not read fast enough and this many
     # wait, new lines are dropped and counted (vistas_log_records_dropped_total) so serving never
-    # blocks on the log. 0: write from the logging thread and wait for stderr (serving.logs).
+    # blocks on the log. 0: write from the logging thread and wait for stderr (vistas.serving.logs).
     log_queue_size: int = Field(10_000, ge=0)
 
-    # ---- what runs the towers (serving.runtimes) -------------------------------------------
+    # ---- what runs the towers (vistas.inference.runtimes) -------------------------------------------
     # "onnx": onnxruntime in this process; "triton://HOST:PORT": a remote Triton / KServe v2 server.
     runtime: str = "onnx"
 
-    # ---- onnxruntime (serving.runtime.OrtOptions) -----------------------------------------
+    # ---- onnxruntime (vistas.inference.onnx_runtime.OrtOptions) -----------------------------------------
     threads: int | None = Field(None, ge=1)  # intra-op threads per session; None: one per physical core
     inter_op_threads: int = Field(1, ge=1)  # only used with execution_mode="parallel"
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
     memory_pattern: bool = True
-    spinning: Literal["on", "during_run", "off"] = "during_run"  # idle intra-op threads (serving.runtime.OrtOptions)
+    spinning: Literal["on", "during_run", "off"] = "during_run"  # idle intra-op threads (vistas.inference.onnx_runtime.OrtOptions)
     # Priority order; "auto" = CUDA when this onnxruntime build has it. CPU is always the fallback.
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     inference_batch_size: int = Field(32, ge=1)  # one model call runs at most this many rows (chunks)
     classify_cache_size: int = Field(4096, ge=0)  # label embeddings kept per model (0: no cache)
 
-    # ---- dynamic batching across requests (serving.batching) ------------------------------
+    # ---- dynamic batching across requests (vistas.serving.batching) ------------------------------
     batching: bool = True
     batch_max_size: int = Field(32, ge=1)  # rows per batched model call
     # How long the oldest request may wait for others to join its batch. 0: batches form only
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(30.0, gt=0)  # longest wait in a queue; beyond: 503 queue_timeout
     # Model calls of one tower running at once on the shared session (Triton's instance count).
     # On a CPU, batch_workers=2 with threads=1 trades a lone request's latency for throughput
-    # under concurrent load (serving.batching); keep batch_workers x threads <= cores.
+    # under concurrent load (vistas.serving.batching); keep batch_workers x threads <= cores.
     batch_workers: int = Field(1, ge=1)
 
     # ---- auth and admission ---------------------------------------------------------------
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     @field_validator("runtime")
     @classmethod
     def _known_runtime(cls, v: str) -> str:
-        from serving.runtimes import parse_runtime
+        from vistas.inference.runtimes import parse_runtime
 
         parse_runtime(v)  # ValueError naming the known runtimes
         return v
@@ -126,8 +126,8 @@ class Settings(BaseSettings):
         return v
 
     def ort_options(self):
-        """The onnxruntime part as `serving.runtime.OrtOptions`."""
-        from serving.runtime import OrtOptions
+        """The onnxruntime part as `vistas.inference.onnx_runtime.OrtOptions`."""
+        from vistas.inference.onnx_runtime import OrtOptions
 
         return OrtOptions(
             intra_op_threads=self.threads,
@@ -141,8 +141,8 @@ class Settings(BaseSettings):
         )
 
     def batch_config(self):
-        """The batching part as `serving.batching.BatchConfig`, or None when batching is off."""
-        from serving.batching import BatchConfig
+        """The batching part as `vistas.serving.batching.BatchConfig`, or None when batching is off."""
+        from vistas.serving.batching import BatchConfig
 
         if not self.batching:
             return None

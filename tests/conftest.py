@@ -18,8 +18,8 @@ QUICK_CONFIG = f"{ROOT}/configs/siglip_shapes_digits.py:quick=True"
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> Path:
     """The run directory of a quick training of the bundled recipe."""
-    from training.config import load_config
-    from training.train import train
+    from vistas.training.config import load_config
+    from vistas.training.train import train
 
     workdir = tmp_path_factory.mktemp("quick_run")
     train(load_config(QUICK_CONFIG), workdir, progress=False)
@@ -35,7 +35,7 @@ def quick_metrics(quick_run) -> dict:
 
 @pytest.fixture(scope="session")
 def quick_bundle(quick_run, tmp_path_factory) -> Path:
-    from export.onnx_export import export_checkpoint
+    from vistas.export.onnx_export import export_checkpoint
 
     out = tmp_path_factory.mktemp("quick_bundle") / "bundle"
     export_checkpoint(quick_run / "final", out, name="quick")

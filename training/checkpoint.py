@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.models import build_model
+from vistas.training.models import build_model
 from vistas.bundle import Preprocess
 
 STEP_PREFIX = "step_"

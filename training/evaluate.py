@@ -73,7 +73,7 @@ def retrieval_recall(images: ImageEncoder, texts: TextEncoder, examples: Sequenc
 
 
 def run_suites(images: ImageEncoder, texts: TextEncoder, suites: Sequence) -> dict[str, float]:
-    """suites: `training.batches.EvalSuite`s -> {"<suite>/accuracy" | "<suite>/i2t_r1" ...: value}."""
+    """suites: `vistas.training.batches.EvalSuite`s -> {"<suite>/accuracy" | "<suite>/i2t_r1" ...: value}."""
     out: dict[str, float] = {}
     for suite in suites:
         if suite.kind == "zero_shot":

@@ -17,7 +17,7 @@ def sigmoid_loss(
     -1 elsewhere. The sum over all n^2 pairs is divided by n, not n^2, as in the paper.
 
     labels: optional (n, n) +1/-1 matrix replacing 2*I - 1, for batches where one caption
-    truly describes several images (see `training.batches`); None is exactly Algorithm 1.
+    truly describes several images (see `vistas.training.batches`); None is exactly Algorithm 1.
     """
     if zimg.ndim != 2 or zimg.shape != ztxt.shape:
         raise ValueError(

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training.batches import BatchMaker
-from training.checkpoint import STEP_PREFIX, load_checkpoint, prune_checkpoints, save_checkpoint, step_checkpoints
-from training.config import Config
-from training.evaluate import run_suites
-from training.losses import sigmoid_loss
-from training.models import build_model
-from training.plots import plot_metrics
-from training.tokenizer_train import train_tokenizer
+from vistas.training.batches import BatchMaker
+from vistas.training.checkpoint import STEP_PREFIX, load_checkpoint, prune_checkpoints, save_checkpoint, step_checkpoints
+from vistas.training.config import Config
+from vistas.training.evaluate import run_suites
+from vistas.training.losses import sigmoid_loss
+from vistas.training.models import build_model
+from vistas.training.plots import plot_metrics
+from vistas.training.tokenizer_train import train_tokenizer
 from vistas.bundle import Preprocess
 from vistas.images import ImageSpec
 from vistas.inputs import image_inputs
@@ -123,7 +123,7 @@ def _from_source(config: Config, tok_dir: Path) -> tuple[torch.nn.Module, dict, 
     """Fine-tuning / LiT: the model, tokenizer and preprocessing of `config.init` (a vistas
     checkpoint, hf:DIR_OR_HUB_ID or npz:FILE); the recipe's model, image and tokenizer
     entries are not used."""
-    from training.convert.sources import load_source
+    from vistas.training.convert.sources import load_source
 
     loaded = load_source(config.init, processor=config.get("init_processor"))
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     """Train per `config`; returns the final checkpoint directory (`workdir/final`).
 
     `config.init` (optional) starts from an existing model instead of `config.model`:
-    a vistas checkpoint, `hf:DIR_OR_HUB_ID` or `npz:FILE` (`training.convert.sources`);
+    a vistas checkpoint, `hf:DIR_OR_HUB_ID` or `npz:FILE` (`vistas.training.convert.sources`);
     `config.lock_image` freezes the image tower (LiT)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

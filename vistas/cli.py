@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.train import train
+    from vistas.training.config import load_config
+    from vistas.training.train import train
 
     config = load_config(args.config)
     workdir = Path(args.workdir or Path("runs") / Path(args.config.partition(":")[0]).stem)
@@ -24,13 +24,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     if args.quantize:
-        from export.quantize import export_quantized, format_report
+        from vistas.export.quantize import export_quantized, format_report
 
         eval_config = None if args.eval_config == "none" else args.eval_config
         spec = export_quantized(args.source, args.out, args.quantize, name=args.name, eval_config=eval_config,
                                 processor=args.processor)
     else:
-        from export.onnx_export import export_checkpoint
+        from vistas.export.onnx_export import export_checkpoint
 
         spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor)
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
@@ -40,7 +40,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check_parity(args: argparse.Namespace) -> int:
-    from export.parity import check_parity, passed
+    from vistas.export.parity import check_parity, passed
 
     report = check_parity(args.source, processor=args.processor, reference=args.reference, bundle=args.bundle)
     print(f"max abs difference, {args.source} (tolerance {args.tolerance:g})")
@@ -56,12 +56,12 @@ def _check_parity(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    # Wiring only: the recipe's eval suites (training.batches, torch-free) measured on the
+    # Wiring only: the recipe's eval suites (vistas.training.batches, torch-free) measured on the
     # bundle through the serving runtime, i.e. on what users actually serve.
-    from serving.model import load_model
-    from training.batches import BatchMaker
-    from training.config import load_config
-    from training.evaluate import run_suites
+    from vistas.inference.model import load_model
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import load_config
+    from vistas.training.evaluate import run_suites
 
     model = load_model(args.bundle)
     suites = BatchMaker(load_config(args.config), model.spec.preprocess.image).eval_suites()
@@ -73,7 +73,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.server import serve
+    from vistas.serving.server import serve
 
     serve(args.bundle, index_dir=args.index, host=args.host, port=args.port, settings_file=args.settings,
           **({"runtime": args.runtime} if args.runtime else {}))
@@ -81,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _index_config(args: argparse.Namespace):
-    from index import IndexConfig
+    from vistas.index import IndexConfig
 
     return IndexConfig(factory=args.index, target_recall=args.target_recall, memory_budget=int(args.memory_gb * 2**30))
 
@@ -89,8 +89,8 @@ def _index_config(args: argparse.Namespace):
 def _index_build(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from index.build import BuildConfig, build_index
-    from serving.model import load_model
+    from vistas.index.build import BuildConfig, build_index
+    from vistas.inference.model import load_model
 
     model = load_model(args.bundle)
     config = BuildConfig(
@@ -106,7 +106,7 @@ def _index_build(args: argparse.Namespace) -> int:
 
 
 def _deploy_triton(args: argparse.Namespace) -> int:
-    from deploy.triton_repo import TritonRepoConfig, write_triton_repository
+    from vistas.deploy.triton_repo import TritonRepoConfig, write_triton_repository
 
     cfg = TritonRepoConfig(
         max_batch=args.max_batch,
@@ -125,14 +125,14 @@ def _deploy_triton(args: argparse.Namespace) -> int:
 
 
 def _index_import(args: argparse.Namespace) -> int:
-    from index.build import import_shards
+    from vistas.index.build import import_shards
 
     print(json.dumps(import_shards(args.shards, args.out, args.collection, _index_config(args)), indent=2))
     return 0
 
 
 def _index_rebuild(args: argparse.Namespace) -> int:
-    from index import Collection
+    from vistas.index import Collection
 
     with Collection.open(args.collection_dir) as coll:
         info = coll.rebuild(_index_config(args))
@@ -148,7 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bench.run import main as bench_main
+    from vistas.bench.run import main as bench_main
 
     return bench_main(args.rest)
 

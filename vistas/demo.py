@@ -21,7 +21,7 @@ GALLERY_SIZES = {"test_seen": 120, "test_unseen": 60}  # shapes per split; all 3
 
 def write_gallery(out_dir: Path, image_size: int = 64) -> Path:
     """Held-out images as PNG files + gallery.csv; returns the CSV path."""
-    from training.data import get_dataset
+    from vistas.training.data import get_dataset
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -51,8 +51,8 @@ def write_gallery(out_dir: Path, image_size: int = 64) -> Path:
 
 
 def run_demo(*, host: str = "127.0.0.1", port: int = 8000, workdir: str | Path = "build/demo", serve: bool = True) -> None:
-    from index.build import build_index
-    from serving.model import load_model
+    from vistas.index.build import build_index
+    from vistas.inference.model import load_model
 
     workdir = Path(workdir)
     bundle = BUNDLED_MODEL / "bundle"
@@ -66,7 +66,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, workdir: str | Path =
         print(report.summary())
     if not serve:
         return
-    from serving.server import serve as serve_http
+    from vistas.serving.server import serve as serve_http
 
     print(f"serving {bundle} with index {index_dir} on http://{host}:{port}  (search page: http://{host}:{port}/, docs: /docs)")
     print(f"try:  curl -s http://{host}:{port}/v1/search -H 'content-type: application/json' "

@@ -1,6 +1,6 @@
 """PIL images -> the named input arrays of a bundle's image tower, per its ImageSpec.
 
-One function for serving (`serving.model.ServedModel.image_inputs`), training and
+One function for serving (`vistas.inference.model.ServedModel.image_inputs`), training and
 export, so every caller feeds the tower exactly what its spec prescribes:
 
     mode "fixed":  {"pixel_values": float32 (B, 3, H, W)}

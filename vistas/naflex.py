@@ -3,7 +3,7 @@
 Each image keeps its aspect ratio: it is resized so that its patch grid (h, w) is the
 largest one with h * w <= max_num_patches, patchified in (row, col, channel) order and
 padded to max_num_patches patches. The tower then resizes its learned position embedding
-to (h, w) per image (`training.models.vit.ViT.forward_naflex`).
+to (h, w) per image (`vistas.training.models.vit.ViT.forward_naflex`).
 
     inputs = naflex_batch(images, spec)
     inputs["pixel_values"]          float32 (B, N, p*p*3)

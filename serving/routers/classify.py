@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from serving.deps import ModelsDep, SettingsDep, pick_model
-from serving.errors import APIError
-from serving.model import ServedModel
-from serving.parsing import (
+from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
+from vistas.serving.errors import APIError
+from vistas.inference.model import ServedModel
+from vistas.serving.parsing import (
     JSON,
     body_kind,
     check_count,
@@ -22,7 +22,7 @@ from serving.parsing import (
     read_json,
     validate,
 )
-from serving.schemas import ClassifyOptions, ClassifyRequest, ClassifyResponse, ErrorResponse, Prediction
+from vistas.serving.schemas import ClassifyOptions, ClassifyRequest, ClassifyResponse, ErrorResponse, Prediction
 
 router = APIRouter(tags=["classify"])
 

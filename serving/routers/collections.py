@@ -11,9 +11,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
-from index import Collections, SpaceMismatchError
-from index.thumbnails import make_thumbnail
-from serving.deps import (
+from vistas.index import Collections, SpaceMismatchError
+from vistas.index.thumbnails import make_thumbnail
+from vistas.serving.deps import (
     CollectionsDep,
     ModelsDep,
     SettingsDep,
@@ -22,10 +22,10 @@ from serving.deps import (
     pick_model,
     writable_collection,
 )
-from serving.errors import APIError
-from serving.model import ServedModel
-from serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
-from serving.schemas import (
+from vistas.serving.errors import APIError
+from vistas.inference.model import ServedModel
+from vistas.serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
+from vistas.serving.schemas import (
     CollectionInfo,
     CollectionsResponse,
     DeleteResponse,
@@ -35,7 +35,7 @@ from serving.schemas import (
     UpsertRequest,
     UpsertResponse,
 )
-from serving.settings import Settings
+from vistas.serving.settings import Settings
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from serving.errors import APIError
-from serving.lifecycle import DRAINING, READY
-from serving.metrics import CONTENT_TYPE
-from serving.schemas import ErrorResponse, HealthResponse
+from vistas.serving.errors import APIError
+from vistas.serving.lifecycle import DRAINING, READY
+from vistas.serving.metrics import CONTENT_TYPE
+from vistas.serving.schemas import ErrorResponse, HealthResponse
 
 router = APIRouter(tags=["operations"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serving.deps import ModelsDep
-from serving.schemas import ModelInfo, ModelsResponse
+from vistas.serving.deps import ModelsDep
+from vistas.serving.schemas import ModelInfo, ModelsResponse
 
 router = APIRouter(tags=["models"])
 

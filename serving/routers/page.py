@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from serving.errors import APIError
+from vistas.serving.errors import APIError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 FILES = {"search.js": "text/javascript", "search.css": "text/css"}

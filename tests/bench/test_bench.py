@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.flops import vit_image_gflop
-from training.models.vit import ViT, ViTConfig
+from vistas.bench.flops import vit_image_gflop
+from vistas.training.models.vit import ViT, ViTConfig
 from vistas.cli import main as cli
 
 

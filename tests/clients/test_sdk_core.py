@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
 
-from clients import (
+from vistas_client import (
     APIConnectionError,
     APIError,
     APITimeoutError,
@@ -35,7 +35,7 @@ from clients import (
     RetryPolicy,
     ServerError,
 )
-from clients._images import encode_image
+from vistas_client._images import encode_image
 
 FAST = RetryPolicy(max_retries=2, initial_delay=0.01)  # real backoff, tiny waits
 SLOW = RetryPolicy(max_retries=2, initial_delay=30.0)  # backoff would stall the test: only Retry-After may be used

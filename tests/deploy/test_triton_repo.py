@@ -13,7 +13,7 @@ from support.live_server import running_server
 from support.pbtxt import parse
 from support.tiny_bundle import DIM, SIZE, TEXT_LENGTH, build_bundle
 
-from deploy.triton_repo import TritonRepoConfig, write_triton_repository
+from vistas.deploy.triton_repo import TritonRepoConfig, write_triton_repository
 from vistas.bundle import load_bundle_spec
 from vistas.cli import main as cli
 
@@ -37,8 +37,8 @@ def test_onnxruntime_repository_matches_bundle_and_vistas_v2(bundle, tmp_path):
     assert cli(["deploy", "triton", str(bundle), str(tmp_path), "--max-batch", "16", "--instances", "2"]) == 0
     spec = load_bundle_spec(bundle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-deploy.image_encoder", "tiny-deploy.text_encoder"]
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     settings = Settings(bundles=[str(bundle)], threads=1)
     with running_server(create_app(settings)) as live:

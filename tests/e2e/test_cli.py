@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from index import Collections
+from vistas.index import Collections
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "models" / "siglip-shapes-digits"
@@ -48,8 +48,8 @@ def test_index_build_on_a_missing_source_is_a_clear_error(tmp_path, quick_bundle
 
 def test_eval_of_the_bundle_matches_the_torch_eval(quick_run, quick_bundle):
     """`vistas eval` measures the ONNX bundle; it must agree with the PyTorch model's figures."""
-    from training.config import load_config
-    from training.train import evaluate_checkpoint
+    from vistas.training.config import load_config
+    from vistas.training.train import evaluate_checkpoint
 
     config = f"{ROOT}/configs/siglip_shapes_digits.py:quick=True,eval_size=60"
     res = vistas("eval", str(quick_bundle), "--config", config)

@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from clients import AsyncClient, Client, NotFoundError
-from index.build import build_index
-from serving.app import create_app
-from serving.model import load_model
-from serving.settings import Settings
+from vistas_client import AsyncClient, Client, NotFoundError
+from vistas.index.build import build_index
+from vistas.serving.app import create_app
+from vistas.inference.model import load_model
+from vistas.serving.settings import Settings
 from support.live_server import running_server
-from training.checkpoint import load_checkpoint
-from training.data import get_dataset
+from vistas.training.checkpoint import load_checkpoint
+from vistas.training.data import get_dataset
 from vistas.images import preprocess_batch
 
 N_SHAPES = 24  # gallery: seen-pair shapes + digits, like `make demo`'s

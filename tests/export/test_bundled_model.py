@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from serving.model import load_model
-from training.checkpoint import load_checkpoint
-from training.data import get_dataset
+from vistas.inference.model import load_model
+from vistas.training.checkpoint import load_checkpoint
+from vistas.training.data import get_dataset
 from vistas.bundle import load_bundle_spec, space_id
 from vistas.images import preprocess_batch
 
@@ -34,10 +34,10 @@ def test_bundle_is_the_export_of_the_checkpoint():
 
 def test_reported_figures_are_the_bundles_own():
     """models/.../eval.json (the README's figures) is what the bundle measures now."""
-    from serving.model import load_model as load
-    from training.batches import BatchMaker
-    from training.config import load_config
-    from training.evaluate import run_suites
+    from vistas.inference.model import load_model as load
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import load_config
+    from vistas.training.evaluate import run_suites
 
     figures = json.loads((MODEL / "eval.json").read_text())
     served = load(str(MODEL / "bundle"))

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import ExportParityError, export_checkpoint
-from training.checkpoint import load_checkpoint
-from training.data import get_dataset
+from vistas.export.onnx_export import ExportParityError, export_checkpoint
+from vistas.training.checkpoint import load_checkpoint
+from vistas.training.data import get_dataset
 from vistas.bundle import load_bundle_spec, space_id
 from vistas.images import preprocess_batch
 from vistas.tokenizer import Tokenizer

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from serving.model import load_model
-from training.batches import BatchMaker
-from training.config import load_config
-from training.evaluate import run_suites
+from vistas.inference.model import load_model
+from vistas.training.batches import BatchMaker
+from vistas.training.config import load_config
+from vistas.training.evaluate import run_suites
 from vistas.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index import Collections
-from index.build import build_index
-from serving.model import load_model
+from vistas.index import Collections
+from vistas.index.build import build_index
+from vistas.inference.model import load_model
 from support.tiny_bundle import COLOR_RGB, build_bundle
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index import Collections
-from index.build import build_index, read_shards
-from serving.model import load_model
+from vistas.index import Collections
+from vistas.index.build import build_index, read_shards
+from vistas.inference.model import load_model
 from support.tiny_bundle import build_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,8 +208,8 @@ def test_import_shards_builds_the_same_collection(tmp_path, model):
     """Shards from one job -> a collection elsewhere, with an IVF-PQ index trained once."""
     src = image_folder(tmp_path / "src", 60)
     build_index(str(src), tmp_path / "idx", model, unit_size=16, progress=False, embeddings_out=str(tmp_path / "emb"))
-    from index import IndexConfig
-    from index.build import import_shards
+    from vistas.index import IndexConfig
+    from vistas.index.build import import_shards
 
     info = import_shards(tmp_path / "emb", tmp_path / "imported", "copy", IndexConfig(factory="IVF4,PQ4x4"))
     assert info["count"] == 60 and info["index"] == "IVF4,PQ4x4" and info["recall_at_10"] >= 0.95

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError
+from vistas.index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 DIM, N, SPACE = 16, 200, "sha256:test-space"
@@ -116,7 +116,7 @@ def test_writes_from_another_process_persist(tmp_path, caplog):
     """A separate process writes, flushes, writes again, and dies before the second flush."""
     script = textwrap.dedent(f"""
         import os, sys, numpy as np
-        from index import Collection
+        from vistas.index import Collection
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_collection import items, DIM, SPACE
         ids, x, meta = items()
@@ -129,7 +129,7 @@ def test_writes_from_another_process_persist(tmp_path, caplog):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "col")], check=True, env=env, cwd=REPO, timeout=120)
     ids, x, _ = items()
-    with caplog.at_level(logging.INFO, logger="index.collection"):
+    with caplog.at_level(logging.INFO, logger="vistas.index.collection"):
         col = Collection.open(tmp_path / "col")
     assert "replayed 50 adds" in caplog.text and "rebuilding" not in caplog.text  # snapshot: 150, log: 50 more
     assert col.count == N
@@ -158,14 +158,14 @@ def test_snapshot_is_rebuilt_from_sqlite(filled, tmp_path, caplog, damage):
         snapshot.write_bytes(b"\x00garbage" * 10)
     elif damage == "no_info":
         (path / "collection.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="index.collection"):
+    with caplog.at_level(logging.WARNING, logger="vistas.index.collection"):
         again = Collection.open(path)
     assert "rebuilding the FAISS index from SQLite" in caplog.text
     assert again.count == N
     assert_same(again.search(x[0], k=10), brute_force(x, ids, x[0], 10))
     again.close()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="index.collection"):
+    with caplog.at_level(logging.WARNING, logger="vistas.index.collection"):
         Collection.open(path).close()  # the rebuilt snapshot was written: no second rebuild
     assert "rebuilding" not in caplog.text
 

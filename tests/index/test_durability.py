@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from index import Collection, IndexConfig
+from vistas.index import Collection, IndexConfig
 from support.tiny_bundle import build_bundle
 from vistas.bundle import load_bundle_spec
 

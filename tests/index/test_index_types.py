@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-import index.indexes as indexes
-import index.search as search_mod
-from index import Collection, IndexConfig, choose_factory
+import vistas.index.indexes as indexes
+import vistas.index.search as search_mod
+from vistas.index import Collection, IndexConfig, choose_factory
 
 DIM, N, SPACE = 16, 3000, "sha256:types"
 FACTORIES = ["Flat", "HNSW32", "IVF32,PQ8x4"]  # PQ8x4: 4 bytes a vector, lossy: results are re-ranked

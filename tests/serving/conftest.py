@@ -19,8 +19,8 @@ def bundles(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def server(bundles, tmp_path_factory):
     """A real uvicorn server on a free 127.0.0.1 port, in a background thread, with small limits."""
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     settings = Settings(
         bundles=[str(b) for b in bundles],

@@ -184,7 +184,7 @@ def test_server_connections_send_without_nagle_delay(server, client: httpx.Clien
 def test_sdk_collection_methods(server):
     import asyncio
 
-    from clients import AsyncClient, Client, NotFoundError
+    from vistas_client import AsyncClient, Client, NotFoundError
 
     with Client(server.url) as vs:
         items = [{"id": "s/1", "vector": [1.0] + [0.0] * (DIM - 1), "metadata": {"n": 1}},

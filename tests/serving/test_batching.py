@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from support.tiny_bundle import SIZE, TEXT_LENGTH, build_bundle
 
-from serving.batching import BatchConfig, BatchingRuntime, BatchStats, ClientGone, QueueFull, QueueTimeout, ShuttingDown
-from serving.context import enter_request, leave_request
-from serving.runtime import OnnxRuntime
+from vistas.serving.batching import BatchConfig, BatchingRuntime, BatchStats, ClientGone, QueueFull, QueueTimeout, ShuttingDown
+from vistas.serving.context import enter_request, leave_request
+from vistas.inference.onnx_runtime import OnnxRuntime
 
 
 @pytest.fixture(scope="module")

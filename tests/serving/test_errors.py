@@ -167,9 +167,9 @@ def test_messages_name_the_problem(client: httpx.Client):
 def test_unexpected_error_is_500_without_internals(bundles):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.model import load_models
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.inference.model import load_models
+    from vistas.serving.settings import Settings
 
     model = load_models([str(bundles[0])])["tiny-a"]
 

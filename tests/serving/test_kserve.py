@@ -13,7 +13,7 @@ import tritonclient.http as triton
 from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, png
 from tritonclient.utils import InferenceServerException
 
-from serving.model import load_model
+from vistas.inference.model import load_model
 
 
 @pytest.fixture(scope="module")

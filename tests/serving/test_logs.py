@@ -22,7 +22,7 @@ from support.prom import scrape, value
 from support.serve_process import ROOT, start_serve
 from support.tiny_bundle import build_bundle
 
-from serving.logs import JsonFormatter, QueuedLineHandler
+from vistas.serving.logs import JsonFormatter, QueuedLineHandler
 
 
 def _logger(handler: logging.Handler, name: str) -> logging.Logger:
@@ -142,7 +142,7 @@ def test_server_with_an_unread_stderr_keeps_serving(bundle):
 
 _SIGNAL_LOGGER = r"""
 import logging, os, signal, sys, threading, time
-from serving.logs import JsonFormatter, QueuedLineHandler
+from vistas.serving.logs import JsonFormatter, QueuedLineHandler
 
 handler = QueuedLineHandler(open(os.devnull, "w"), maxsize=1000)
 handler.setFormatter(JsonFormatter())

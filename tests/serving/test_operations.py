@@ -29,8 +29,8 @@ def heavy_bundle(tmp_path_factory):
 
 @contextmanager
 def serve(bundles, **settings):
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     with running_server(create_app(Settings(bundles=[str(b) for b in bundles], threads=1, **settings))) as live:
         yield live
@@ -199,7 +199,7 @@ def test_api_keys(keyed):
 
 
 def test_sdk_sends_the_key(keyed):
-    from clients import AuthenticationError, Client
+    from vistas_client import AuthenticationError, Client
 
     with Client(keyed.url, api_key="file-key-2", max_retries=0) as c:
         assert len(c.embed_texts(["red"]).text_embeddings[0]) == DIM
@@ -223,7 +223,7 @@ def test_rate_limit_is_per_key(keyed):
 
 
 def test_token_bucket_refills():
-    from serving.admission import TokenBuckets
+    from vistas.serving.admission import TokenBuckets
 
     now = [0.0]
     buckets = TokenBuckets(2.0, burst=2, clock=lambda: now[0])
@@ -250,7 +250,7 @@ def test_request_ids(client):
 
 
 def test_ready_turns_503_while_draining(bundles):
-    from serving.lifecycle import begin_drain
+    from vistas.serving.lifecycle import begin_drain
 
     with serve(bundles[:1]) as live:
         assert httpx.get(f"{live.url}/ready").json() == {"status": "ready"}
@@ -265,8 +265,8 @@ def test_ready_turns_503_while_draining(bundles):
 
 def test_background_loading_and_a_failed_load(tmp_path):
     """With load_in_background the server listens at once; a load that fails keeps /ready 503."""
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     app = create_app(Settings(bundles=[str(tmp_path / "missing")], load_in_background=True))
     with running_server(app, wait_ready=False) as live:

@@ -74,8 +74,8 @@ def red_pixels(path) -> int:
 
 @pytest.fixture(scope="module")
 def page_server(bundles, tmp_path_factory):
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path_factory.mktemp("page_index")), threads=1)
     with running_server(create_app(settings)) as live:
@@ -209,8 +209,8 @@ def test_dropping_an_image_searches_by_image(page_server, tmp_path):
 
 def test_page_on_a_server_with_api_keys(bundles, tmp_path):
     """The page itself is public (made so by settings); the API calls and thumbnails carry the key."""
-    from serving.app import create_app
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
 
     settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path / "index"), threads=1, api_keys=["s3cret"],
                         public_paths=["/health", "/", "/static/*"])

@@ -8,9 +8,9 @@ import logging
 import onnxruntime as ort
 import pytest
 
-from serving.auth import APIKeys, key_id
-from serving.runtime import OnnxRuntime, OrtOptions, resolve_providers
-from serving.settings import Settings
+from vistas.serving.auth import APIKeys, key_id
+from vistas.inference.onnx_runtime import OnnxRuntime, OrtOptions, resolve_providers
+from vistas.serving.settings import Settings
 
 
 def test_file_then_env_then_code(tmp_path, monkeypatch):
@@ -61,7 +61,7 @@ def test_tuning_reaches_the_sessions(bundles):
 def test_providers(caplog):
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     assert resolve_providers(["auto"]) == (["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"]
-    with caplog.at_level(logging.WARNING, logger="serving.runtime"):
+    with caplog.at_level(logging.WARNING, logger="vistas.inference"):
         got = resolve_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
     if gpu:
         assert got == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -79,7 +79,7 @@ def test_api_keys_file(tmp_path, bundles):
     assert len(keys) == 3 and keys.check("key-two") == key_id("key-two") and keys.check("key-three") is None
     assert key_id("key-two").startswith("key-") and "two" not in key_id("key-two")
     f.write_text("# no key here\n")
-    from serving.app import create_app
+    from vistas.serving.app import create_app
 
     with pytest.raises(ValueError, match="holds no key"):
         create_app(Settings(bundles=[str(bundles[0])], api_keys_file=str(f)))

@@ -1,5 +1,5 @@
 """The real-server runner the tests use (it lives in serving so benchmarks share it)."""
 
-from serving.server import LiveServer, running_server
+from vistas.serving.server import LiveServer, running_server
 
 __all__ = ["LiveServer", "running_server"]

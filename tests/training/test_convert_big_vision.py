@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
+from vistas.export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
 from support.hf_models import TinySiglip, Tower, save_tiny
-from training.convert import big_vision
-from training.convert.sources import load_source
+from vistas.training.convert import big_vision
+from vistas.training.convert.sources import load_source
 
 ATTN = "MultiHeadDotProductAttention_0"
 TOWERS = {"img": ("vision_model", "img/Transformer"), "txt": ("text_model", "txt/Encoder_0")}

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from support.hf_models import CONFIGS, save_tiny
-from training.convert.hub import SourceNotFoundError, resolve_hf
-from training.convert.sources import load_source
+from vistas.training.convert.hub import SourceNotFoundError, resolve_hf
+from vistas.training.convert.sources import load_source
 from vistas.cli import main
 
 

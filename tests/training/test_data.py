@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from training.data import DATASETS, get_dataset, register
-from training.data import digits, shapes
-from training.data.shapes import (ALL_PAIRS, COLORS, HELDOUT_PAIRS, SEEN_PAIRS, SHAPES, ShapesDataset,
+from vistas.training.data import DATASETS, get_dataset, register
+from vistas.training.data import digits, shapes
+from vistas.training.data.shapes import (ALL_PAIRS, COLORS, HELDOUT_PAIRS, SEEN_PAIRS, SHAPES, ShapesDataset,
                                   caption_describes, parse_caption)
 
 
@@ -183,12 +183,12 @@ def test_user_dataset_trains_on_captioned_items_only(tmp_path):
 def test_data_modules_do_not_import_torch():
     import subprocess
 
-    code = "import sys, training.data, vistas.sources; assert 'torch' not in sys.modules"
+    code = "import sys, vistas.training.data, vistas.sources; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_shapes_sit_on_the_position_grid_and_positions_vary():
-    from training.data.shapes import POSITION_GRID, ShapesDataset
+    from vistas.training.data.shapes import POSITION_GRID, ShapesDataset
 
     ds = ShapesDataset("train", size=200, image_size=48)
     centers = {tuple(o["center"]) for ex in ds for o in ex.attrs["objects"]}
@@ -222,8 +222,8 @@ def test_twin_swaps_one_shape_in_the_same_scene():
 
 
 def test_batches_with_twins_hold_minimal_pairs():
-    from training.batches import BatchMaker
-    from training.config import Config
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import Config
     from vistas.images import ImageSpec
 
     config = Config(seed=0, batch_size=64, data=[

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import sigmoid_loss
+from vistas.training.losses import sigmoid_loss
 
 
 def _embeddings(n: int, d: int, seed: int = 0, dtype=torch.float64):

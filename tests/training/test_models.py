@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import sigmoid_loss
-from training.models import MODELS, build_model, register
-from training.models.siglip import SigLIP, SigLIPConfig
-from training.models.text import TextConfig, TextTransformer
-from training.models.vit import VARIANTS, ViT, ViTConfig, decode_variant, patchify, resize_posemb
+from vistas.training.losses import sigmoid_loss
+from vistas.training.models import MODELS, build_model, register
+from vistas.training.models.siglip import SigLIP, SigLIPConfig
+from vistas.training.models.text import TextConfig, TextTransformer
+from vistas.training.models.vit import VARIANTS, ViT, ViTConfig, decode_variant, patchify, resize_posemb
 from vistas import images
 
 torch.set_num_threads(1)
@@ -266,7 +266,7 @@ def test_matches_transformers_siglip():
     training/convert/hf_siglip.py) give the same embeddings and logits."""
     from transformers import SiglipConfig, SiglipModel
 
-    from training.convert.hf_siglip import check_state, convert_state
+    from vistas.training.convert.hf_siglip import check_state, convert_state
 
     size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     torch.manual_seed(0)

@@ -60,8 +60,8 @@ def _train_cmd(workdir: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    from training.config import load_config
-    from training.train import train
+    from vistas.training.config import load_config
+    from vistas.training.train import train
 
     # Reference: the same config, never interrupted, in this process.
     torch.set_num_threads(1)
@@ -93,8 +93,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 
 
 def test_lr_schedules():
-    from training.config import Config
-    from training.train import lr_schedule
+    from vistas.training.config import Config
+    from vistas.training.train import lr_schedule
 
     cosine = lr_schedule(Config(steps=100, warmup_steps=10))
     assert [cosine(s) for s in (0, 9)] == [0.1, 1.0] and cosine(55) == pytest.approx(0.5) and cosine(100) == 0

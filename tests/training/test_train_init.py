@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.parity import CAPTIONS, parity_images, reference_embeddings, torch_embeddings
+from vistas.export.parity import CAPTIONS, parity_images, reference_embeddings, torch_embeddings
 from support.hf_models import CONFIGS, save_tiny
-from training.checkpoint import load_checkpoint
-from training.config import load_config
-from training.convert.sources import load_source
-from training.train import train
+from vistas.training.checkpoint import load_checkpoint
+from vistas.training.config import load_config
+from vistas.training.convert.sources import load_source
+from vistas.training.train import train
 
 RECIPE = "configs/siglip_lit.py"
 

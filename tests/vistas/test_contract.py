@@ -81,7 +81,7 @@ def test_image_spec_rejects_bad_values():
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from training.tokenizer_train import train_tokenizer
+    from vistas.training.tokenizer_train import train_tokenizer
 
     d = tmp_path_factory.mktemp("tok")
     spec = train_tokenizer(["a red circle", "a blue square", "the number seven"] * 20, d, vocab_size=60, length=6)
@@ -122,7 +122,7 @@ def test_bundle_spec_round_trip_and_space_id(tmp_path, tokenizer_dir):
 
 
 def test_config_arguments():
-    from training.config import load_config, parse_arg
+    from vistas.training.config import load_config, parse_arg
 
     assert parse_arg("quick,steps=5,name=x", quick=False, steps=0, name="") == {"quick": True, "steps": 5, "name": "x"}
     with pytest.raises(ValueError, match="unknown config argument"):

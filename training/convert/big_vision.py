@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.models.siglip import SigLIPConfig
-from training.models.text import TextConfig
-from training.models.vit import ViTConfig
+from vistas.training.models.siglip import SigLIPConfig
+from vistas.training.models.text import TextConfig
+from vistas.training.models.vit import ViTConfig
 
 _BLOCK = re.compile(r"^(img/Transformer|txt/Encoder_0)/encoderblock_(\d+)/")
 

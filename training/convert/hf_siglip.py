@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from training.models.siglip import SigLIPConfig
-from training.models.text import TextConfig
-from training.models.vit import ViTConfig
+from vistas.training.models.siglip import SigLIPConfig
+from vistas.training.models.text import TextConfig
+from vistas.training.models.vit import ViTConfig
 
-# transformers `hidden_act` -> `training.models.layers.ACTIVATIONS`. gelu_new and gelu_fast are
+# transformers `hidden_act` -> `vistas.training.models.layers.ACTIVATIONS`. gelu_new and gelu_fast are
 # the tanh approximation written out by hand: the same function as torch's approximate="tanh".
 ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_tanh",

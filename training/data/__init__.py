@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from training.data.digits import DigitsDataset
-from training.data.shapes import ShapesDataset
-from training.data.types import Example
-from training.data.user import UserDataset
+from vistas.training.data.digits import DigitsDataset
+from vistas.training.data.shapes import ShapesDataset
+from vistas.training.data.types import Example
+from vistas.training.data.user import UserDataset
 
 DATASETS: dict[str, Callable] = {}
 

@@ -16,7 +16,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from training.data.types import Example
+from vistas.training.data.types import Example
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "test")

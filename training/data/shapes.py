@@ -25,7 +25,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.data.types import Example
+from vistas.training.data.types import Example
 
 # Saturated and far apart in hue (min pairwise RGB distance > 90), unlike any background.
 COLORS: dict[str, tuple[int, int, int]] = {

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from training.models import siglip
+from vistas.training.models import siglip
 
 Builder = Callable[[dict], nn.Module]
 MODELS: dict[str, Builder] = {}

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.text import TextConfig, TextTransformer
-from training.models.vit import ViT, ViTConfig
+from vistas.training.models.text import TextConfig, TextTransformer
+from vistas.training.models.vit import ViT, ViTConfig
 
 FAMILY = "siglip"
 
@@ -42,7 +42,7 @@ class SigLIPConfig:
                 )
 
     def to_dict(self) -> dict:
-        """The checkpoint's config.json; "family" picks the builder in `training.models`."""
+        """The checkpoint's config.json; "family" picks the builder in `vistas.training.models`."""
         return {
             "family": FAMILY,
             "image": self.image.to_dict(),

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, check_act, init_linear
-from training.models.vit import decode_variant
+from vistas.training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, check_act, init_linear
+from vistas.training.models.vit import decode_variant
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class TextConfig:
     heads: int = 4
     head_dim: int = 128  # output (embedding) dim; transformers' projection_size, = width by default there
     ln_eps: float = LN_EPS
-    act: str = DEFAULT_ACT  # MLP activation, a key of `training.models.layers.ACTIVATIONS`
+    act: str = DEFAULT_ACT  # MLP activation, a key of `vistas.training.models.layers.ACTIVATIONS`
 
     def __post_init__(self):
         if self.width % self.heads:

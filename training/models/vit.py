@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
+from vistas.training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
 
 # Model sizes: Table 2 of arXiv 2106.04560 (Scaling Vision Transformers); So400m is the
 # shape-optimised ViT of arXiv 2305.13035 (Getting ViT in Shape), SigLIP's largest tower.
@@ -72,7 +72,7 @@ class ViTConfig:
     pool: Pool = "map"  # SigLIP pools with a MAP head (arXiv 2303.15343 Sec. 4)
     head_dim: int | None = None  # Linear after pooling; None = none (SigLIP's image tower)
     ln_eps: float = LN_EPS
-    act: str = DEFAULT_ACT  # MLP activation, a key of `training.models.layers.ACTIVATIONS`
+    act: str = DEFAULT_ACT  # MLP activation, a key of `vistas.training.models.layers.ACTIVATIONS`
 
     def __post_init__(self):
         if self.pool not in ("map", "gap", "none"):

@@ -5,7 +5,7 @@
 
     runtime = open_runtime("models/x/bundle", "triton://10.0.0.5:8000", RuntimeOptions(max_batch=32))
 
-Every runtime has the surface documented in `serving.runtime` (spec, bundle_dir, inputs, run);
+Every runtime has the surface documented in `vistas.inference.runtime` (spec, bundle_dir, inputs, run);
 preprocessing, tokenising, classify and search stay in vistas whichever runs the towers.
 Openers import their runtime lazily, so this module is light.
 """
@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vistas.inference.runtime import RemoteRuntimeError  # re-exported: callers catch it here
+
 if TYPE_CHECKING:  # onnxruntime is imported by the onnx opener only
-    from serving.runtime import OrtOptions
-
-
-class RemoteRuntimeError(RuntimeError):
-    """A remote runtime could not answer (down, timed out, failed): the HTTP layer answers 502."""
+    from vistas.inference.onnx_runtime import OrtOptions
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def open_runtime(bundle_dir: str | Path, url: str = "onnx", options: RuntimeOpti
 
 
 def _onnx(bundle_dir: Path, address: str, options: RuntimeOptions):
-    from serving.runtime import OnnxRuntime
+    from vistas.inference.onnx_runtime import OnnxRuntime
 
     return OnnxRuntime(
         bundle_dir, options=options.ort, threads=options.threads, providers=options.providers, max_batch=options.max_batch
@@ -72,7 +70,7 @@ def _onnx(bundle_dir: Path, address: str, options: RuntimeOptions):
 
 
 def _triton(bundle_dir: Path, address: str, options: RuntimeOptions):
-    from serving.runtime_triton import TritonRuntime
+    from vistas.inference.triton_runtime import TritonRuntime
 
     return TritonRuntime(bundle_dir, address, max_batch=options.max_batch, timeout=options.timeout)
 

@@ -64,7 +64,7 @@ class ServedModel:
 
     def __init__(self, name: str, runtime, *, cache_size: int = 4096):
         self.name = name
-        self.runtime = runtime  # any runtime of `serving.runtime`'s surface: spec, bundle_dir, inputs, run
+        self.runtime = runtime  # any runtime of `vistas.inference.runtime`'s surface: spec, bundle_dir, inputs, run
         self.spec: BundleSpec = runtime.spec
         self.tokenizer = Tokenizer(self.spec.preprocess.text, runtime.bundle_dir)
         self.label_cache = LRUCache(cache_size)
@@ -161,13 +161,13 @@ def load_models(
 ) -> dict[str, ServedModel]:
     """Bundle directories -> models by bundle name, in order (the first is the default).
 
-    options:   `serving.runtime.OrtOptions` (threads / providers override its fields).
-    batching:  a `serving.batching.BatchConfig`: each model gets its own batching queues.
+    options:   `vistas.inference.onnx_runtime.OrtOptions` (threads / providers override its fields).
+    batching:  a `vistas.serving.batching.BatchConfig`: each model gets its own batching queues.
     observer:  `observer(model_name)` -> a BatchStats callback (metrics), with batching.
-    runtime:   what runs the towers (`serving.runtimes`): "onnx" or "triton://HOST:PORT".
+    runtime:   what runs the towers (`vistas.inference.runtimes`): "onnx" or "triton://HOST:PORT".
     """
-    from serving.batching import BatchingRuntime
-    from serving.runtimes import RuntimeOptions, open_runtime
+    from vistas.serving.batching import BatchingRuntime
+    from vistas.inference.runtimes import RuntimeOptions, open_runtime
 
     opened_with = RuntimeOptions(ort=options, threads=threads, providers=providers, max_batch=max_batch)
     models: dict[str, ServedModel] = {}

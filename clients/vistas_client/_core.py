@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import httpx
 
-from clients.errors import APIConnectionError, APITimeoutError, error_from_response
+from vistas_client.errors import APIConnectionError, APITimeoutError, error_from_response
 
-log = logging.getLogger("clients")
+log = logging.getLogger("vistas_client")
 
 VERSION = "0.1.0"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"

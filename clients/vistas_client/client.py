@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from clients import _payloads as P
-from clients._core import DEFAULT_BASE_URL, RequestCore, RetryPolicy
-from clients._images import ImageInput
-from clients.types import (
+from vistas_client import _payloads as P
+from vistas_client._core import DEFAULT_BASE_URL, RequestCore, RetryPolicy
+from vistas_client._images import ImageInput
+from vistas_client.types import (
     ClassifyResult,
     CollectionInfo,
     DeleteResult,

@@ -10,10 +10,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from clients._core import path_segment
-from clients._images import encode_image, is_single_image
-from clients.errors import VistasError
-from clients.types import EmbedResult
+from vistas_client._core import path_segment
+from vistas_client._images import encode_image, is_single_image
+from vistas_client.errors import VistasError
+from vistas_client.types import EmbedResult
 
 ITEM_KEYS = {"id", "image", "text", "vector", "metadata"}
 ITEM_SOURCES = ("image", "text", "vector")

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.runtime import (
+from vistas.inference.runtime import (
     TOWERS,
     BundleMismatchError,
+    RemoteRuntimeError,
     BundleRuntime,
     TensorSpec,
     Tower,
@@ -30,7 +31,6 @@ from serving.runtime import (
     expected_inputs,
     run_in_chunks,
 )
-from serving.runtimes import RemoteRuntimeError
 from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
 from vistas.v2_protocol import SPACE_PARAMETER, V2_DATATYPES, tower_model_name, v2_shape
 

@@ -14,12 +14,12 @@ import pytest
 from support.live_server import running_server
 from support.tiny_bundle import COLOR_RGB, SIZE, build_bundle, png
 
-from serving.app import create_app
-from serving.model import load_model
-from serving.runtime import BundleMismatchError
-from serving.runtime_triton import TritonRuntime
-from serving.runtimes import RemoteRuntimeError, open_runtime, parse_runtime
-from serving.settings import Settings
+from vistas.serving.app import create_app
+from vistas.inference.model import load_model
+from vistas.inference.runtime import BundleMismatchError
+from vistas.inference.triton_runtime import TritonRuntime
+from vistas.inference.runtimes import RemoteRuntimeError, open_runtime, parse_runtime
+from vistas.serving.settings import Settings
 
 
 def _address(url: str) -> str:

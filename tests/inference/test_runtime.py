@@ -11,8 +11,9 @@ import pytest
 from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, build_bundle
 from PIL import Image
 
-from serving.model import LRUCache, ServedModel
-from serving.runtime import BundleMismatchError, OnnxRuntime
+from vistas.inference.model import LRUCache, ServedModel
+from vistas.inference.onnx_runtime import OnnxRuntime
+from vistas.inference.runtime import BundleMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_serving_never_imports_torch():
     code = (
         "import sys\n"
-        "import serving, serving.app, serving.runtime, serving.server\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training'))\n"
+        "import vistas.serving, vistas.serving.app, vistas.inference.onnx_runtime, vistas.serving.server\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('vistas.training'))\n"
         "assert not bad, bad\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -29,7 +30,7 @@ def test_serving_never_imports_torch():
 
 
 def test_package_import_is_light():
-    code = "import sys, serving; heavy = {'onnxruntime', 'fastapi', 'faiss'} & set(sys.modules); assert not heavy"
+    code = "import sys, vistas.serving, vistas.inference, vistas.inference.runtime, vistas.inference.runtimes; heavy = {'onnxruntime', 'fastapi', 'faiss'} & set(sys.modules); assert not heavy"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
@@ -92,9 +93,9 @@ def test_health_answers_while_inference_runs(bundles):
 
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.model import load_models
-    from serving.settings import Settings
+    from vistas.serving.app import create_app
+    from vistas.inference.model import load_models
+    from vistas.serving.settings import Settings
 
     model = load_models([str(bundles[0])])["tiny-a"]
     entered, release = threading.Event(), threading.Event()
