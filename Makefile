@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: install browser demo test bench bundle clean
+.PHONY: install browser demo test bench clean
 
 install: $(STAMP)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -155,18 +155,16 @@ def load_models(
     providers: list[str] | None = None,
     max_batch: int = 32,
     cache_size: int = 4096,
-    batching=None,
-    observer=None,
+    wrap: Callable[[object, str], object] | None = None,
     runtime: str = "onnx",
 ) -> dict[str, ServedModel]:
     """Bundle directories -> models by bundle name, in order (the first is the default).
 
     options:   `vistas.inference.onnx_runtime.OrtOptions` (threads / providers override its fields).
-    batching:  a `vistas.serving.batching.BatchConfig`: each model gets its own batching queues.
-    observer:  `observer(model_name)` -> a BatchStats callback (metrics), with batching.
+    wrap:      `wrap(runtime, model_name)` -> the runtime the model uses; the server wraps each
+               in its batching queues (`vistas.serving.batching`), which live above this library.
     runtime:   what runs the towers (`vistas.inference.runtimes`): "onnx" or "triton://HOST:PORT".
     """
-    from vistas.serving.batching import BatchingRuntime
     from vistas.inference.runtimes import RuntimeOptions, open_runtime
 
     opened_with = RuntimeOptions(ort=options, threads=threads, providers=providers, max_batch=max_batch)
@@ -179,8 +177,8 @@ def load_models(
                 f"two bundles are named {name!r} ({models[name].runtime.bundle_dir} and {bundle}); "
                 "model names must be unique, re-export one under another name"
             )
-        if batching is not None:
-            rt = BatchingRuntime(rt, batching, name=name, observer=observer(name) if observer else None)
+        if wrap is not None:
+            rt = wrap(rt, name)
         models[name] = ServedModel(name, rt, cache_size=cache_size)
     return models
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vistas.index import Collections
 from vistas.inference.model import load_models
+from vistas.serving.batching import BatchingRuntime
 from vistas.serving.settings import Settings
 
 log = logging.getLogger("vistas.serving")
@@ -43,13 +44,17 @@ def begin_drain(app: FastAPI) -> None:
 
 
 def _load(app: FastAPI, settings: Settings) -> None:
+    batching, observer = settings.batch_config(), app.state.metrics.batch_observer
+
+    def batched(runtime, name: str):  # each model gets its own batching queues and metrics
+        return BatchingRuntime(runtime, batching, name=name, observer=observer(name)) if batching else runtime
+
     models = load_models(
         settings.bundles,
         options=settings.ort_options(),
         max_batch=settings.inference_batch_size,
         cache_size=settings.classify_cache_size,
-        batching=settings.batch_config(),
-        observer=app.state.metrics.batch_observer,
+        wrap=batched,
         runtime=settings.runtime,
     )
     app.state.metrics.watch_queues(models)

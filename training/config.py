@@ -59,12 +59,30 @@ def parse_arg(arg: str | None, **defaults: Any) -> Config:
     return out
 
 
-def load_config(spec: str) -> Config:
-    """'configs/siglip_shapes.py:quick=True' -> the recipe's Config."""
-    path, _, arg = spec.partition(":")
+def recipes_dir() -> Path:
+    """The installed recipes (`vistas.configs`, the repository's configs/), found without importing them."""
+    return Path(importlib.util.find_spec("vistas.configs").origin).parent
+
+
+def resolve_recipe(path: str) -> Path:
+    """A recipe file, or a bare recipe name ('siglip_shapes_digits') looked up among the installed recipes."""
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file {file} not found (expected configs/<recipe>.py[:arg])")
+    if file.is_file():
+        return file
+    if "/" not in path and "\\" not in path:
+        named = recipes_dir() / (path if path.endswith(".py") else f"{path}.py")
+        if named.is_file():
+            return named
+    known = sorted(p.stem for p in recipes_dir().glob("*.py") if p.stem != "__init__")
+    raise FileNotFoundError(
+        f"config {path!r} not found: give a file (configs/<recipe>.py[:arg]) or one of the recipes {known}"
+    )
+
+
+def load_config(spec: str) -> Config:
+    """'configs/siglip_shapes.py:quick=True' or 'siglip_shapes:quick=True' -> the recipe's Config."""
+    path, _, arg = spec.partition(":")
+    file = resolve_recipe(path)
     module_spec = importlib.util.spec_from_file_location(f"vistas_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

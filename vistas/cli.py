@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a Python config")
-    t.add_argument("--config", required=True, help="configs/<recipe>.py[:key=value,...]")
+    t.add_argument("--config", required=True, help="configs/<recipe>.py[:key=value,...] or an installed recipe name (siglip_shapes_digits[:...])")
     t.add_argument("--workdir", help="run directory (default runs/<recipe>)")
     t.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     t.add_argument("--no-progress", action="store_true")
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 graphs; reports cosine to fp32 and the eval change")
     e.add_argument(
         "--eval-config",
-        default="configs/siglip_shapes_digits.py",
+        default="siglip_shapes_digits",
         help="with --quantize: recipe whose eval suites measure the change ('none': cosine on random inputs only)",
     )
     e.set_defaults(func=_export)
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("eval", help="zero-shot / retrieval metrics of a bundle, measured through onnxruntime")
     v.add_argument("bundle")
-    v.add_argument("--config", default="configs/siglip_shapes_digits.py", help="recipe whose eval suites to run")
+    v.add_argument("--config", default="siglip_shapes_digits", help="recipe (a file or an installed recipe name) whose eval suites to run")
     v.add_argument("--out", help="also write the results as JSON here")
     v.set_defaults(func=_eval)
 

@@ -68,7 +68,6 @@ def test_export_cli_prints_parity(tmp_path, quick_run):
     assert out["name"] == "cli-model" and max(out["parity"].values()) <= 1e-4
 
 
-@pytest.mark.skipif(not (BUNDLED / "bundle" / "bundle.json").is_file(), reason="bundled model not committed yet")
 def test_demo_prepares_gallery_and_index(tmp_path):
     res = vistas("demo", "--no-serve", "--workdir", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]

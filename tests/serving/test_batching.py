@@ -5,11 +5,11 @@ dropped requests of clients that left, and draining on close."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from support.poll import wait_for
 from support.tiny_bundle import SIZE, TEXT_LENGTH, build_bundle
 
 from vistas.serving.batching import BatchConfig, BatchingRuntime, BatchStats, ClientGone, QueueFull, QueueTimeout, ShuttingDown
@@ -127,10 +127,11 @@ def test_full_queue_is_refused_with_a_retry_hint(heavy_bundle):
 
 
 def test_queue_timeout_gives_the_place_up(heavy_bundle):
-    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=64, timeout_s=0.05))
+    inner = _SignalsRuns(heavy_bundle, threads=1)
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=64, timeout_s=0.05))
     with ThreadPoolExecutor(2) as pool:
         long = pool.submit(rt.run, "image", {"pixel_values": pixels(64, 0)})  # ~0.4 s
-        time.sleep(0.02)
+        assert inner.running.wait(10), "the long batch never started"
         late = pool.submit(rt.run, "image", {"pixel_values": pixels(1, 1)})
         with pytest.raises(QueueTimeout, match="waited"):
             late.result()
@@ -141,7 +142,8 @@ def test_queue_timeout_gives_the_place_up(heavy_bundle):
 
 def test_requests_of_departed_clients_are_dropped(heavy_bundle):
     seen = Recorder()
-    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=64), observer=seen)
+    inner = _SignalsRuns(heavy_bundle, threads=1)
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=64), observer=seen)
 
     def call_as_request(ctx_out, x):
         ctx, token = enter_request("r1")  # what the HTTP middleware does per request
@@ -153,10 +155,10 @@ def test_requests_of_departed_clients_are_dropped(heavy_bundle):
 
     with ThreadPoolExecutor(2) as pool:
         long = pool.submit(rt.run, "image", {"pixel_values": pixels(64, 0)})
-        time.sleep(0.02)
+        assert inner.running.wait(10), "the long batch never started"
         ctxs: list = []
         gone = pool.submit(call_as_request, ctxs, pixels(3, 1))
-        time.sleep(0.02)
+        wait_for(lambda: rt.queue_depth("image") == 1, "the second request to queue behind the running batch")
         ctxs[0].client_gone = True  # the client disconnected while queued
         with pytest.raises(ClientGone):
             gone.result()
@@ -170,10 +172,7 @@ def test_close_drains_queued_work_and_refuses_new(heavy_bundle):
     rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=8))
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(rt.run, "image", {"pixel_values": pixels(8, i)}) for i in range(6)]
-        deadline = time.monotonic() + 30
-        while rt.queue_depth("image") < 5 and time.monotonic() < deadline:  # all queued behind the first
-            time.sleep(0.001)
-        assert rt.queue_depth("image") == 5, "the requests never queued up behind the first"
+        wait_for(lambda: rt.queue_depth("image") == 5, "the requests to queue up behind the first")
         rt.close()  # returns once every queued request has its answer
         # Each future completes when its thread wakes from the answered job: moments after close().
         assert [f.result(timeout=10).shape for f in futures] == [(8, 8)] * 6

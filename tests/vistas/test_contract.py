@@ -131,3 +131,8 @@ def test_config_arguments():
     assert c.steps == 7 and c.model.family == "siglip"
     with pytest.raises(FileNotFoundError):
         load_config("configs/nope.py")
+    # A bare name finds the installed recipe (vistas.configs), from any working directory.
+    by_name = load_config("siglip_shapes_digits:quick=True,steps=7")
+    assert by_name.steps == 7 and by_name.model.family == "siglip"
+    with pytest.raises(FileNotFoundError, match="siglip_shapes_digits"):  # the error lists the recipes
+        load_config("nope")
