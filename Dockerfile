@@ -8,13 +8,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+# Every folder that pyproject maps into the `vistas` namespace must be there for pip to build it;
+# training/export code is a few hundred KB and is never imported without torch.
 COPY vistas ./vistas
+COPY inference ./inference
 COPY serving ./serving
 COPY index ./index
-COPY clients ./clients
+COPY deploy ./deploy
+COPY training ./training
+COPY export ./export
+COPY bench ./bench
+COPY configs ./configs
 COPY models/siglip-shapes-digits/bundle ./models/siglip-shapes-digits/bundle
 # Only the `serve` extra: torch, transformers and the training stack stay out of the image.
-RUN pip install '.[serve]' && python -c "import serving.app, sys; assert 'torch' not in sys.modules"
+RUN pip install '.[serve]' && python -c "import vistas.serving.app, sys; assert 'torch' not in sys.modules"
 
 RUN useradd --system --uid 10001 vistas && mkdir /index && chown vistas /index
 USER vistas

@@ -84,3 +84,11 @@ def test_sdk_wheel_is_the_client_alone_on_httpx_and_numpy(wheels):
     assert tops(sdk) == {"vistas_client"}
     base = sorted(r.split("==")[0] for r in requires(sdk) if "extra ==" not in r)
     assert base == ["httpx", "numpy"], requires(sdk)
+
+
+def test_dockerfile_copies_every_package_folder():
+    """pip builds the serving image from the mapped folders: one left out fails the image build."""
+    copied = {line.split()[1].rstrip("/") for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    folders = {str(f.relative_to(ROOT)) for f in package_dirs(ROOT / "pyproject.toml").values()}
+    assert folders <= copied, f"Dockerfile does not COPY {sorted(folders - copied)}"
