@@ -9,7 +9,8 @@ would be quantised on the fly, for little speed and a larger error.
 
 The report that goes into bundle.json `quantization` and is printed:
   cosine_to_fp32   per tower, mean and min cosine between int8 and fp32 embeddings of the
-                   eval images and texts (random inputs when there is no eval config)
+                   eval images and texts (random inputs when there is no eval config), both
+                   bundles run as serving runs them (`vistas.inference.model`)
   eval             each eval metric (`vistas eval`'s suites) for fp32, int8 and the change
 """
 
@@ -23,22 +24,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from vistas.bundle import (
-    EMBED_OUTPUT,
-    IMAGE_INPUT,
-    TEXT_INPUT,
-    TOWER_ROLES,
-    BundleSpec,
-    Preprocess,
-    load_bundle_spec,
-    save_bundle_spec,
-)
-from vistas.images import preprocess_batch
-from vistas.tokenizer import Tokenizer
+from vistas.bundle import TEXT_INPUT, TOWER_ROLES, BundleSpec, load_bundle_spec, save_bundle_spec
+from vistas.inference.model import ServedModel, load_model
 
 METHODS = ("int8",)
-_INPUT = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
 
 
 def quantize_graph(src: Path, dst: Path) -> int:
@@ -70,33 +61,11 @@ def quantize_graph(src: Path, dst: Path) -> int:
     return len(nodes)
 
 
-class _Encoders:
-    """Images / texts -> embeddings through one bundle's graphs (onnxruntime, CPU), for the report."""
-
-    def __init__(self, bundle: Path, spec: BundleSpec, threads: int | None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.spec = spec
-        self.sessions = {
-            t: ort.InferenceSession(str(bundle / spec.files[r]), options, providers=["CPUExecutionProvider"])
-            for t, r in TOWER_ROLES.items()
-        }
-        self.tokenizer = Tokenizer(spec.preprocess.text, bundle)
-
-    def run(self, tower: str, x: np.ndarray) -> np.ndarray:
-        # Chunks of serving's default inference batch: dynamic int8 scales activations per call,
-        # so a vector depends (slightly) on the rows it is computed with.
-        step = 32
-        return np.concatenate([self.sessions[tower].run([EMBED_OUTPUT], {_INPUT[tower]: x[i : i + step]})[0] for i in range(0, len(x), step)])
-
-    def images(self, images) -> np.ndarray:
-        return self.run("image", preprocess_batch(list(images), self.spec.preprocess.image))
-
-    def texts(self, texts) -> np.ndarray:
-        return self.run("text", self.tokenizer.encode(list(texts)))
+def _open(bundle: Path, threads: int | None) -> ServedModel:
+    """A bundle as serving runs it (onnxruntime, CPU), for the report. Larger inputs run in chunks
+    of serving's default inference batch: dynamic int8 scales activations per call, so a vector
+    depends (slightly) on the rows it is computed with."""
+    return load_model(str(bundle), threads=threads, providers=["CPUExecutionProvider"], max_batch=32)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -105,24 +74,26 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def accuracy_report(
-    fp32: _Encoders, int8: _Encoders, suites: Sequence | None, run_suites: Callable | None, seed: int = 0
+    fp32: ServedModel, int8: ServedModel, suites: Sequence | None, run_suites: Callable | None, seed: int = 0
 ) -> dict:
     """Cosine int8 vs fp32 per tower and, given eval suites, every metric for both."""
     if suites:
         images = [e.image for s in suites for e in s.examples][:2000]
         texts = [p for s in suites for name in s.class_names for p in s.prompts(name)][:2000]
         texts += [e.caption for s in suites for e in s.examples if getattr(e, "caption", None)][:1000]
-        cos = {"image": _cosines(fp32.images(images), int8.images(images)), "text": _cosines(fp32.texts(texts), int8.texts(texts))}
-    else:  # no eval data: the inputs export's parity check uses
+        inputs = {"image": fp32.image_inputs(images), "text": fp32.text_inputs(texts)}
+    else:  # no eval data: uniform noise images of the nominal size and random token ids
         rng = np.random.default_rng(seed)
         img, txt = fp32.spec.preprocess.image, fp32.spec.preprocess.text
-        pixels = rng.uniform(-1, 1, (16, 3, img.height, img.width)).astype(np.float32)
-        ids = rng.integers(0, fp32.tokenizer.vocab_size, (64, txt.length))
-        cos = {"image": _cosines(fp32.run("image", pixels), int8.run("image", pixels)),
-               "text": _cosines(fp32.run("text", ids), int8.run("text", ids))}
+        noise = [Image.fromarray(rng.integers(0, 256, (img.height, img.width, 3), dtype=np.uint8)) for _ in range(16)]
+        ids = rng.integers(0, fp32.tokenizer.vocab_size, (64, txt.length))  # (64, L)
+        inputs = {"image": fp32.image_inputs(noise), "text": {TEXT_INPUT: ids}}
+    # The same tensors through both bundles (they share their preprocessing).
+    cos = {t: _cosines(fp32.runtime.run(t, x), int8.runtime.run(t, x)) for t, x in inputs.items()}
     report: dict = {"cosine_to_fp32": cos}
     if suites and run_suites is not None:
-        before, after = run_suites(fp32.images, fp32.texts, suites), run_suites(int8.images, int8.texts, suites)
+        before = run_suites(fp32.embed_images, fp32.embed_texts, suites)
+        after = run_suites(int8.embed_images, int8.embed_texts, suites)
         report["eval"] = {k: {"fp32": before[k], "int8": after[k], "change": after[k] - before[k]} for k in before}
     return report
 
@@ -144,7 +115,7 @@ def quantize_bundle(
     quantised = {}
     for role in TOWER_ROLES.values():
         quantised[role] = quantize_graph(fp32_dir / spec.files[role], out_dir / spec.files[role])
-    report = accuracy_report(_Encoders(fp32_dir, spec, threads), _Encoders(out_dir, spec, threads), suites, run_suites)
+    report = accuracy_report(_open(fp32_dir, threads), _open(out_dir, threads), suites, run_suites)
     report = {"method": "dynamic int8 (onnxruntime): weights 7-bit int8 per channel, activations uint8 per call",
               "quantized_matmuls": quantised, **report}
     space = "sha256:" + hashlib.sha256(f"{spec.space_id}|{method}".encode()).hexdigest()[:32]
