@@ -6,18 +6,18 @@
 The source is cut into units (vistas/sources.py: a tar shard, a Parquet file, or `unit_size`
 listed items) read in a fixed order. Each unit is decoded (parallel threads: PIL releases the
 GIL while decoding), embedded in batches, optionally written as a Parquet shard
-(`embeddings_out/part-<unit>.parquet`, atomically), and then committed to the collection in ONE
-SQLite transaction together with the job's progress. So a job killed at any moment (kill -9
-included) and started again continues at the first uncommitted unit: no item missing, none
-doubled (its shard, if written, is rewritten whole). Resuming over a source that changed since
-is refused; `resume=False` starts over.
+(`embeddings_out/part-<unit>.parquet`, atomically: index/atomic.py), and then committed to the
+collection in ONE SQLite transaction together with the job's progress. So a job killed at any
+moment (kill -9 included) and started again continues at the first uncommitted unit: no item
+missing, none doubled (its shard, if written, is rewritten whole). Resuming over a source that
+changed since is refused; `resume=False` starts over.
 
 A job that starts on an empty collection loads in bulk (Collection.bulk_load): its index type is
 chosen for the final size, trained once on a sample and filled batch by batch at the end.
 
 Engines: "local" (threads + the model in this process) or "ray" (index/ray_engine.py: Ray Data
-batch inference, actors holding the model). Both yield the same rows, and the commit path here
-is shared, so they build the same collection.
+batch inference, actors holding the model). Both yield the same rows (index/embed_stage.py makes
+them), and the commit path here is shared, so they build the same collection.
 
 Bad files are skipped, counted, and all listed in `OUT/<collection>/build_report.json`.
 """
@@ -25,85 +25,26 @@ Bad files are skipped, counted, and all listed in `OUT/<collection>/build_report
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
+from vistas.index.atomic import atomic_write
 from vistas.index.collection import Collection
+from vistas.index.embed_stage import BuildConfig, ImageEmbedder, Row, decode_item, embed_batch
 from vistas.index.indexes import IndexConfig
 from vistas.index.registry import Collections
-from vistas.index.thumbnails import make_thumbnail
-from vistas.images import DEFAULT_MAX_PIXELS, decode_image
 from vistas.sources import Item, Unit, count_source, fingerprint, iter_unit, split_source
 
-ENGINES = ("local", "ray")
 _EXAMPLES = 20
-
-
-class ImageEmbedder(Protocol):
-    """What the job needs of a model. A `vistas.inference.model.ServedModel` also offers `image_inputs` and
-    `runtime`: the job then preprocesses in its decode threads and runs the batch tensors itself."""
-
-    dim: int
-    space_id: str
-
-    def embed_images(self, images: list[Image.Image]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """How a batch indexing job runs. Defaults suit a laptop; the CLI exposes each field."""
-
-    collection: str = "default"
-    batch_size: int = 64  # images per model call
-    workers: int = 2  # decode threads (local engine); Ray decodes in its actors
-    unit_size: int = 1024  # listed items per commit: the resume granularity of folders / CSV / JSONL
-    engine: str = "local"  # "local" or "ray"
-    embeddings_out: str | None = None  # also write (id, embedding, metadata) Parquet shards here
-    index: IndexConfig = field(default_factory=IndexConfig)  # for a new collection / a bulk load
-    thumbnails: bool = True  # keep a small JPEG per item for result grids (~2-6 KB each)
-    resume: bool = True  # continue an interrupted job over the same source
-    progress: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    ray_address: str | None = None  # None: the running Ray instance, or a new local one
-    ray_actors: int = 1  # model replicas (Ray actors)
-
-    def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        for name in ("batch_size", "workers", "unit_size", "ray_actors"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class Row:
-    """One source item after the embedding stage: a vector, or the reason it has none."""
-
-    id: str
-    caption: str | None
-    metadata: dict
-    vector: np.ndarray | None = None  # (D,) unit float32
-    thumbnail: bytes | None = None
-    inputs: dict | None = None  # the model's input tensors for this image, (1, ...) each
-    error: str | None = None  # why a bad item has no vector
-    code: str | None = None  # the error's machine-readable code ("missing_file", "invalid_image", ...)
-
-    @property
-    def item_metadata(self) -> dict:
-        return dict(self.metadata, **({"caption": self.caption} if self.caption else {}))
 
 
 @dataclass
@@ -181,8 +122,8 @@ def build_index(
     report.failures_by_code, report.failures = state["by_code"], failures
     report.failure_examples = failures[:_EXAMPLES]
     report.seconds = time.perf_counter() - t0
-    report_path = Path(out_dir) / config.collection / "build_report.json"
-    report_path.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    report_json = json.dumps(asdict(report), indent=2) + "\n"
+    atomic_write(Path(out_dir) / config.collection / "build_report.json", lambda tmp: tmp.write_text(report_json))
     return report
 
 
@@ -261,53 +202,6 @@ def _decoded_batches(items: Iterator[Item], pool: ThreadPoolExecutor, config: Bu
         yield [f.result() for f in pending]
 
 
-def decode_item(
-    id: str, caption, metadata: dict, data, config: BuildConfig, model=None
-) -> tuple[Row, Image.Image | None]:
-    """(row without vector, image) or (row with error, None). `data`: bytes, a reader, or an error.
-
-    With a model that has `image_inputs`, the image is also preprocessed here (in the calling
-    decode thread), so the model's thread only runs the network."""
-    row = Row(id=id, caption=caption, metadata=metadata)
-    try:
-        if isinstance(data, Exception):
-            raise data
-        image = decode_image(data() if callable(data) else data, max_pixels=config.max_pixels)
-        if config.thumbnails:
-            row.thumbnail = make_thumbnail(image)
-        if hasattr(model, "image_inputs") and hasattr(model, "runtime"):
-            row.inputs = model.image_inputs([image])
-        return row, image
-    except Exception as e:  # noqa: BLE001 - by contract nothing an item does stops the job
-        row.code, row.error = getattr(e, "code", type(e).__name__), str(e)
-        return row, None
-
-
-def embed_batch(model: ImageEmbedder, decoded: Iterable[tuple[Row, Image.Image | None]]) -> list[Row]:
-    decoded = list(decoded)
-    ok = [(row, image) for row, image in decoded if image is not None]
-    if ok:
-        batched = _stack_inputs([row.inputs for row, _ in ok])
-        if batched is not None:
-            vectors = model.runtime.run("image", batched)  # (n, D), L2-normalised
-        else:
-            vectors = model.embed_images([image for _, image in ok])
-        for (row, _), v in zip(ok, vectors):
-            row.vector = np.asarray(v, dtype=np.float32)
-            row.inputs = None
-    return [row for row, _ in decoded]
-
-
-def _stack_inputs(per_image: list[dict | None]) -> dict | None:
-    """Per-image input tensors -> one batch, or None when they do not stack (then embed_images)."""
-    if not per_image or any(x is None for x in per_image):
-        return None
-    names = per_image[0].keys()
-    if any(x.keys() != names or any(x[n].shape != per_image[0][n].shape for n in names) for x in per_image):
-        return None  # e.g. variable-resolution inputs: the model batches them itself
-    return {n: np.concatenate([x[n] for x in per_image]) for n in names}
-
-
 # --- embedding shards ----------------------------------------------------------
 
 
@@ -331,14 +225,7 @@ def write_shard(path: Path, rows: list[Row], space_id: str) -> None:
         }
     ).replace_schema_metadata({"vistas.space_id": space_id, "vistas.dim": str(dim)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, str(tmp)))
 
 
 def import_shards(directory: str | Path, out_dir: str | Path, collection: str = "default",

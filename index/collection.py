@@ -4,13 +4,13 @@ A collection directory holds
   collection.sqlite     items (string id, metadata JSON, float32 vector), the write-ahead log,
                         thumbnails and batch-job progress (see store.py)
   index-<seq>-<r>.faiss the FAISS snapshot: every logged write up to log seq <seq>
-  collection.json       name, dim, space_id, index type, tuned knob, measured recall, the index
-                        config, and which snapshot file reflects which log seq
+  collection.json       the collection's description, naming the current snapshot
+                        (both: see snapshots.py)
 
 Durability. A write (upsert/delete) commits its items and its log entries in one SQLite
 transaction and only then returns: that commit is the acknowledgement. The FAISS index in memory
-is updated after it. Snapshots are written atomically (temp file, fsync, rename, then
-collection.json the same way, then the directory is fsynced): collection.json always names a
+is updated after it. Snapshots are written atomically (the snapshot, then collection.json, each
+by index/atomic.py: temp file, fsync, rename, directory fsync): collection.json always names a
 complete snapshot. Opening loads that snapshot and replays the log entries after its seq, so
 `kill -9` at any moment loses no acknowledged write and leaves nothing half-written. A missing,
 corrupt or inconsistent snapshot is rebuilt from the items. The log is truncated up to a
@@ -25,27 +25,23 @@ index, and on `compact()`.
 
 Index types: chosen by size and memory budget when the config says "auto", else a FAISS factory
 string (see indexes.py). `rebuild()` builds a fresh index from the items (trained once on a
-sample, filled batch by batch, tuned to the target recall) without holding the lock, then
-catches up with the writes made meanwhile and swaps it in. With "auto", a collection whose size
-doubled since its type was chosen, and whose best type changed, is rebuilt in the background.
+sample, filled batch by batch, tuned to the target recall by quality.py) without holding the
+lock, then catches up with the writes made meanwhile and swaps it in. With "auto", a collection
+whose size doubled since its type was chosen, and whose best type changed, is rebuilt in the
+background.
 
 Not for several processes writing one directory at once: one process owns a collection.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import threading
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from vistas.index.indexes import (
@@ -54,24 +50,20 @@ from vistas.index.indexes import (
     choose_factory,
     index_ids,
     is_lossy,
-    knob_range,
     new_index,
     train,
     training_size,
 )
-from vistas.index.quality import exact_top_k, recall_at_k, tune_knob
-from vistas.index.search import IndexState, exact_scan, index_search, search_all, search_filtered
+from vistas.index.quality import tune
+from vistas.index.search import IndexState, exact_scan, search_all, search_filtered
+from vistas.index.snapshots import has_info, load_snapshot, read_info, stored_config, write_snapshot
 from vistas.index.store import SQLITE_FILE, ItemStore
 
 log = logging.getLogger(__name__)
 
-INFO_FILE = "collection.json"
-SNAPSHOT_GLOB = "index-*.faiss"
 SNAPSHOT_MIN_OPS = 10_000
 COMPACT_FRACTION = 0.2
 COMPACT_MIN = 1000  # tombstones below this many are never worth a compaction
-RECALL_K = 10
-MAX_RERANK = 64  # candidates per result a lossy index may re-score to reach its target recall
 
 
 class SpaceMismatchError(ValueError):
@@ -151,9 +143,9 @@ class Collection:
         """
         path = Path(path)
         store = ItemStore.open(path / SQLITE_FILE)
-        info = _read_info(path)
-        stored = _config_from(info)
-        state, seq, problem = _load_snapshot(path, store, info)
+        info = read_info(path)
+        stored = stored_config(info)
+        state, seq, problem = load_snapshot(path, store, info)
         collection = cls(path, store, state or IndexState(new_index("Flat", store.dim), "Flat"), config or stored, seq)
         if problem is None:
             problem = collection._replay()
@@ -168,7 +160,7 @@ class Collection:
         Skipping it loses nothing: the log has every acknowledged write and `open` replays it.
         """
         with self._lock:
-            if self._applied_seq == self._snapshot_seq and (self.path / INFO_FILE).is_file():
+            if self._applied_seq == self._snapshot_seq and has_info(self.path):
                 return
             self._write_snapshot()
 
@@ -476,31 +468,9 @@ class Collection:
         return None
 
     def _write_snapshot(self) -> None:
-        """Snapshot file, then collection.json naming it, each atomic; then drop the log it covers."""
-        state, seq = self._state, self._applied_seq
-        name = f"index-{max(seq, 0):012d}-{uuid.uuid4().hex[:8]}.faiss"
-        _atomic_write(self.path / name, lambda tmp: faiss.write_index(state.index, str(tmp)))
-        info = {
-            "name": self.name,
-            "dim": self.dim,
-            "space_id": self.space_id,
-            "metric": "inner_product",
-            "index": state.factory,
-            "knob": {state.knob_name: state.knob_value} if state.knob_name else {},
-            "rerank_factor": state.rerank_factor,
-            "recall_at_10": state.recall,
-            "built_for": state.built_for,
-            "config": dataclasses.asdict(self.config),
-            "count": self._count,
-            "snapshot": name,
-            "wal_seq": seq,
-        }
-        _atomic_write(self.path / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-        _fsync_dir(self.path)
-        for old in self.path.glob(SNAPSHOT_GLOB):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        (self.path / "index.faiss").unlink(missing_ok=True)  # the schema-1 snapshot
+        """Snapshot the in-memory index (see snapshots.py); then drop the log it covers."""
+        seq = self._applied_seq
+        write_snapshot(self.path, self._store, self._state, self.config, seq=seq, count=self._count)
         self._snapshot_seq = seq
         keep = seq if self._pinned_seq is None else min(seq, self._pinned_seq)
         if keep > 0:
@@ -524,54 +494,8 @@ def _build(store: ItemStore, config: IndexConfig, factory: str | None) -> IndexS
     for keys, vectors in store.iter_vectors():
         index.add_with_ids(vectors, keys)
     state = IndexState(index, factory, built_for=n)
-    _tune(state, store, config, n)
+    tune(state, store, config, n)
     return state
-
-
-def _tune(state: IndexState, store: ItemStore, config: IndexConfig, n: int) -> None:
-    """Set the knob to the smallest value reaching config.target_recall; record the recall."""
-    state.rerank_factor = config.rerank_factor
-    if n == 0 or state.exact:  # a flat scan is exact search: recall 1 by construction
-        state.recall = 1.0
-        return
-    queries = _tuning_queries(store, config.tune_queries)
-    k = min(RECALL_K, n)
-    _, truth = exact_top_k(store.iter_vectors(), queries, k)
-
-    def measure(value: int | None) -> float:
-        _, found = index_search(state, store, queries, k, knob_value=value)
-        return recall_at_k(found, truth, k)
-
-    if state.knob_name is None:  # an exhaustive scan of lossy codes (e.g. "PQ16"): measured
-        state.recall = measure(None)
-        return
-    low, high = knob_range(state.index)
-    while True:
-        state.knob_value, state.recall = tune_knob(measure, low, high, config.target_recall)
-        # Codes too coarse for the target even when every list is scanned: re-score more candidates.
-        if state.recall >= config.target_recall or not is_lossy(state.factory) or state.rerank_factor >= MAX_RERANK:
-            break
-        state.rerank_factor *= 2
-    if state.recall < config.target_recall:
-        log.warning(
-            "collection %s: %s reaches recall@10 %.3f at most (%s=%d), below the target %.2f; "
-            "use a larger index (more PQ bytes, larger M) or 'Flat'",
-            store.name, state.factory, state.recall, state.knob_name, state.knob_value, config.target_recall,
-        )
-
-
-def _tuning_queries(store: ItemStore, n: int, seed: int = 1) -> np.ndarray:
-    """Queries like new data: sampled vectors moved, in a random direction, as far as each one's
-    nearest neighbour is. The sampled vectors themselves would be too easy: they sit in the
-    index, and a graph search lands right on them."""
-    keys, x = store.sample_vectors(n, seed=seed)  # (s, d)
-    if len(x) < 2:
-        return x
-    scores, _ = exact_top_k(store.iter_vectors(), x, 2)  # the first hit is the vector itself
-    radius = np.sqrt(np.clip(2 - 2 * scores[:, 1:2], 0, 4))  # (s, 1) distance to the nearest other
-    noise = np.random.default_rng(seed).normal(size=x.shape)
-    q = x + radius * noise / np.linalg.norm(noise, axis=1, keepdims=True)
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _apply(state: IndexState, store: ItemStore, added: np.ndarray, removed: np.ndarray) -> None:
@@ -580,63 +504,6 @@ def _apply(state: IndexState, store: ItemStore, added: np.ndarray, removed: np.n
     if len(keys):
         state.index.add_with_ids(vectors, keys)
     state.bury(removed)
-
-
-def _read_info(path: Path) -> dict | None:
-    try:
-        info = json.loads((path / INFO_FILE).read_text())
-        return info if isinstance(info, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _config_from(info: dict | None) -> IndexConfig:
-    fields = {f.name for f in dataclasses.fields(IndexConfig)}
-    try:
-        return IndexConfig(**{k: v for k, v in ((info or {}).get("config") or {}).items() if k in fields})
-    except (TypeError, ValueError):
-        return IndexConfig()
-
-
-def _load_snapshot(path: Path, store: ItemStore, info: dict | None) -> tuple[IndexState | None, int, str | None]:
-    """(state, seq, None) for a usable snapshot, else (None, -1, what is wrong)."""
-    if info is None:
-        return None, -1, f"{INFO_FILE} is missing or unreadable"
-    if "wal_seq" not in info or "snapshot" not in info:
-        return None, -1, f"{INFO_FILE} is from an older vistas (no write-ahead log position)"
-    file = path / str(info["snapshot"])
-    try:
-        index = faiss.read_index(str(file))
-    except RuntimeError as e:
-        return None, -1, f"snapshot {file.name} is missing or unreadable ({str(e).splitlines()[0] if str(e) else e!r})"
-    if index.d != store.dim:
-        return None, -1, f"snapshot {file.name} has dim {index.d}, the collection {store.dim}"
-    seq = int(info["wal_seq"])
-    if seq > store.last_seq():
-        return None, -1, f"snapshot is at log seq {seq}, beyond SQLite's {store.last_seq()}"
-    knob = info.get("knob") or {}
-    state = IndexState(index, str(info.get("index", "Flat")), knob_value=next(iter(knob.values()), None),
-                       recall=info.get("recall_at_10"), built_for=int(info.get("built_for", 0)),
-                       rerank_factor=int(info.get("rerank_factor", IndexConfig.rerank_factor)))
-    return state, seq, None
-
-
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then fsync and rename over `path`: readers see the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the renames in `path` durable (a rename lives in the directory's own data)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_ids(ids, *, unique: bool) -> list[str]:

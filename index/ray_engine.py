@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from vistas.index.build import BuildConfig, Row, decode_item, embed_batch
+from vistas.index.embed_stage import BuildConfig, Row, decode_item, embed_batch
 from vistas.sources import Unit, iter_unit
+
 
 def _read_unit(row: dict) -> list[dict]:
     """A unit -> its items as rows (bytes read here, decoding left to the actors)."""

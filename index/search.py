@@ -20,6 +20,7 @@ SQLite vectors, so every returned score is the true cosine similarity.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,7 +28,6 @@ import faiss
 import numpy as np
 
 from vistas.index.indexes import can_remove, is_lossy, knob, knob_range, search_params
-from vistas.index.quality import exact_top_k
 from vistas.index.store import ItemStore
 
 EXACT_FILTER_MAX = 4096
@@ -160,6 +160,24 @@ def exact_search(queries: np.ndarray, keys: np.ndarray, vectors: np.ndarray, k: 
     out_scores[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
     out_keys[:, :kk] = keys[np.take_along_axis(top, order, axis=1)]
     return out_scores, out_keys
+
+
+def exact_top_k(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k (scores (nq, k), keys (nq, k)) over (keys, vectors) batches, streamed.
+
+    Only one batch is in memory at a time, so ground truth for a million vectors needs no
+    more RAM than a batch. Missing neighbours (fewer than k vectors) are -1.
+    """
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for keys, vectors in batches:
+        scores = queries @ vectors.T  # (nq, b)
+        kk = min(k, len(keys))
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]  # (nq, kk)
+        heap.add_result(np.take_along_axis(scores, top, axis=1).astype(np.float32), keys[top].astype(np.int64))
+    heap.finalize()
+    return heap.D, heap.I
 
 
 def exact_search_all(store: ItemStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.tiny_bundle import COLOR_RGB, build_bundle
 from vistas.index import Collections
 from vistas.index.build import build_index
 from vistas.inference.model import load_model
-from support.tiny_bundle import COLOR_RGB, build_bundle
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.tiny_bundle import build_bundle
 from vistas.index import Collections
 from vistas.index.build import build_index, read_shards
 from vistas.inference.model import load_model
-from support.tiny_bundle import build_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,6 +96,18 @@ def test_parquet_source_and_embedding_shards(tmp_path, model):
         assert colls.get("default").search(model.embed_texts(["blue"])[0], k=1)[0].id == "b"
     saved = json.loads((tmp_path / "idx" / "default" / "build_report.json").read_text())
     assert saved["failures"] == report.failures and saved["index"]["index"] == "Flat"
+
+
+def test_build_replaces_its_files_durably(tmp_path, model, disk_calls):
+    """Each embedding shard and the report: data fsynced, renamed into place, directory fsynced
+    (index/atomic.py), so a shard a resumed job counts on survives a power loss."""
+    src = image_folder(tmp_path / "src", 6)
+    emb = tmp_path / "emb"
+    build_index(str(src), tmp_path / "idx", model, unit_size=3, progress=False, embeddings_out=str(emb))
+    shards = sorted(emb.glob("part-*.parquet"))
+    assert len(shards) == 2
+    for path in [*shards, tmp_path / "idx" / "default" / "build_report.json"]:
+        disk_calls.assert_replaced_durably(path)
 
 
 def read_progress(db_path: Path) -> int:

@@ -1,7 +1,11 @@
 """kill -9 of a real `vistas serve` process in the middle of a stream of writes: after a restart
 every acknowledged upsert is there with its metadata, every acknowledged delete stays deleted,
 and the request that was in flight is all there or not there at all. On a Flat collection and
-on an HNSW one (which keeps deleted vectors as tombstones)."""
+on an HNSW one (which keeps deleted vectors as tombstones).
+
+The kill comes after a random delay. The test prints the seed of that delay and names it in every
+failure; `VISTAS_TEST_SEED=<seed>` runs it again with the same delay (and the same writes, which
+are fixed). Process timing still varies, so a replay hits the same moment only approximately."""
 
 from __future__ import annotations
 
@@ -18,13 +22,22 @@ import httpx
 import numpy as np
 import pytest
 
-from vistas.index import Collection, IndexConfig
 from support.tiny_bundle import build_bundle
 from vistas.bundle import load_bundle_spec
+from vistas.index import Collection, IndexConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = ("flat", "graph")  # "graph" is made HNSW32 before the server starts
 BATCH = 5
+SEED_ENV = "VISTAS_TEST_SEED"
+
+
+def run_seed() -> int:
+    """$VISTAS_TEST_SEED when set (to replay a failure), else a fresh random seed."""
+    value = os.environ.get(SEED_ENV, "").strip()
+    if value:
+        return int(value)
+    return int(np.random.SeedSequence().entropy % 2**32)
 
 
 def free_port() -> int:
@@ -99,6 +112,9 @@ class Stream:
 
 @pytest.mark.slow
 def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
+    seed = run_seed()
+    replay = f"[seed {seed}; replay: {SEED_ENV}={seed}]"
+    print(f"kill delay seed {seed} (replay with {SEED_ENV}={seed})")
     bundle = build_bundle(tmp_path / "bundle")
     spec = load_bundle_spec(bundle)
     index_dir = tmp_path / "index"
@@ -112,14 +128,14 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
         writer.start()
         while stream.requests < 60 and writer.is_alive():
             time.sleep(0.05)
-        time.sleep(float(np.random.default_rng().uniform(0, 0.2)))  # kill at no particular moment
+        time.sleep(float(np.random.default_rng(seed).uniform(0, 0.2)))  # kill at no particular moment
         os.kill(proc.pid, signal.SIGKILL)
         writer.join(timeout=60)
-        assert not writer.is_alive()
+        assert not writer.is_alive(), f"the writer did not stop after the kill {replay}"
     finally:
         proc.kill()
         proc.wait()
-    assert stream.requests >= 60 and stream.deleted
+    assert stream.requests >= 60 and stream.deleted, f"{stream.requests} writes before the kill {replay}"
 
     proc, url = start_server(bundle, index_dir)
     try:
@@ -129,16 +145,18 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
                 live = {id: meta for (c, id), meta in stream.acked.items() if c == name and (c, id) not in gone}
                 for id, meta in live.items():
                     r = client.get(f"/v1/collections/{name}/items/{id}", params={"vector": "true"})
-                    assert r.status_code == 200, f"acknowledged {name}/{id} lost: {r.text}"
-                    assert r.json()["metadata"] == meta
+                    assert r.status_code == 200, f"acknowledged {name}/{id} lost: {r.text} {replay}"
+                    assert r.json()["metadata"] == meta, f"{name}/{id}: {r.json()['metadata']} != {meta} {replay}"
                     hit = client.post("/v1/search", json={"collection": name, "vector": r.json()["vector"], "k": 1})
-                    assert hit.json()["results"][0]["id"] == id  # and the index has it, not only SQLite
+                    top = hit.json()["results"][0]["id"]  # the index has it, not only SQLite
+                    assert top == id, f"{name}/{id} is in SQLite but its search finds {top} {replay}"
                 for c, id in stream.deleted:
                     if c == name:
-                        assert client.get(f"/v1/collections/{name}/items/{id}").status_code == 404
+                        status = client.get(f"/v1/collections/{name}/items/{id}").status_code
+                        assert status == 404, f"deleted {name}/{id} came back ({status}) {replay}"
                 flight = [id for c, id in stream.in_flight if c == name]
                 there = [client.get(f"/v1/collections/{name}/items/{id}").status_code == 200 for id in flight]
-                assert all(there) or not any(there), "a half-written upsert"
+                assert all(there) or not any(there), f"a half-written upsert: {dict(zip(flight, there))} {replay}"
                 extra = sum(there)
                 if stream.delete_in_flight and stream.delete_in_flight[0] == name:  # all there or all gone
                     victim = stream.delete_in_flight[1]
@@ -146,17 +164,21 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(tmp_path):
                     if r.status_code == 200:
                         extra += 1
                         hit = client.post("/v1/search", json={"collection": name, "vector": r.json()["vector"], "k": 1})
-                        assert hit.json()["results"][0]["id"] == victim
+                        top = hit.json()["results"][0]["id"]
+                        assert top == victim, f"{name}/{victim} (delete in flight) is in SQLite, search finds {top} {replay}"
                     else:
-                        assert r.status_code == 404
+                        assert r.status_code == 404, f"{name}/{victim}: {r.status_code} {r.text} {replay}"
                 info = client.get(f"/v1/collections/{name}").json()
-                assert info["count"] == len(live) + extra
-                assert info["index"] == ("HNSW32" if name == "graph" else "Flat")
+                assert info["count"] == len(live) + extra, f"{name}: {info} vs {len(live)} + {extra} {replay}"
+                assert info["index"] == ("HNSW32" if name == "graph" else "Flat"), f"{info} {replay}"
                 # deleted items never come back, even when every item is asked for
                 everything = client.post("/v1/search", json={"collection": name, "vector": [1.0] * spec.embed_dim,
                                                               "k": 1000}).json()["results"]
                 ids = {r["id"] for r in everything}
-                assert len(everything) == info["count"] and not ids & {id for c, id in stream.deleted if c == name}
+                back = ids & {id for c, id in stream.deleted if c == name}
+                assert len(everything) == info["count"] and not back, (
+                    f"{name}: {len(everything)} results for {info['count']} items, deleted ones back: "
+                    f"{sorted(back)[:5]} {replay}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

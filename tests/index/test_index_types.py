@@ -82,11 +82,10 @@ def test_deletes_never_come_back(built):
     moved = doomed[0]
     col.upsert([moved], -X[IDS.index(moved)], [{"moved": True}])  # back, far from where it was
     gone = set(doomed) - {moved}
-    alive = np.array([i not in gone for i in IDS])
 
     def check(c):
         assert c.count == N - len(gone)
-        for q, hits in zip(QUERIES, c.search_batch(QUERIES, k=10)):
+        for hits in c.search_batch(QUERIES, k=10):
             ids = [h.id for h in hits]
             assert len(ids) == 10 and not gone & set(ids)
             assert moved not in ids[:1] or hits[0].metadata == {"moved": True}
