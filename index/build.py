@@ -6,7 +6,7 @@
 The source is cut into units (vistas/sources.py: a tar shard, a Parquet file, or `unit_size`
 listed items) read in a fixed order. Each unit is decoded (parallel threads: PIL releases the
 GIL while decoding), embedded in batches, optionally written as a Parquet shard
-(`embeddings_out/part-<unit>.parquet`, atomically: index/atomic.py), and then committed to the
+(`embeddings_out/part-<unit>.parquet`, atomically: vistas/atomic.py), and then committed to the
 collection in ONE SQLite transaction together with the job's progress. So a job killed at any
 moment (kill -9 included) and started again continues at the first uncommitted unit: no item
 missing, none doubled (its shard, if written, is rewritten whole). Resuming over a source that
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vistas.index.atomic import atomic_write
+from vistas.atomic import atomic_write
 from vistas.index.collection import Collection
 from vistas.index.embed_stage import BuildConfig, ImageEmbedder, Row, decode_item, embed_batch
 from vistas.index.indexes import IndexConfig

@@ -10,7 +10,7 @@ A collection directory holds
 Durability. A write (upsert/delete) commits its items and its log entries in one SQLite
 transaction and only then returns: that commit is the acknowledgement. The FAISS index in memory
 is updated after it. Snapshots are written atomically (the snapshot, then collection.json, each
-by index/atomic.py: temp file, fsync, rename, directory fsync): collection.json always names a
+by vistas/atomic.py: temp file, fsync, rename, directory fsync): collection.json always names a
 complete snapshot. Opening loads that snapshot and replays the log entries after its seq, so
 `kill -9` at any moment loses no acknowledged write and leaves nothing half-written. A missing,
 corrupt or inconsistent snapshot is rebuilt from the items. The log is truncated up to a

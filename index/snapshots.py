@@ -6,7 +6,7 @@
                            index config, and which snapshot file reflects which log seq
 
 collection.json is the pointer: the current snapshot is the one it names, whatever else lies in
-the directory. Both files are written atomically (index/atomic.py), the snapshot first, so
+the directory. Both files are written atomically (vistas/atomic.py), the snapshot first, so
 collection.json always names a complete snapshot; older snapshots are deleted only after that.
 When to snapshot, and what to do with the log after one, is the collection's business
 (collection.py); this module only writes and reads the files.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import faiss
 
-from vistas.index.atomic import atomic_write
+from vistas.atomic import atomic_write
 from vistas.index.indexes import IndexConfig
 from vistas.index.search import IndexState
 from vistas.index.store import ItemStore

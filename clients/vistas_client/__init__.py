@@ -1,4 +1,5 @@
-"""The vistas Python SDK. Depends on httpx and pydantic only (numpy, PIL, tqdm optional).
+"""The vistas Python SDK. Depends on httpx and numpy only; nothing of the server (torch, FastAPI,
+onnxruntime, FAISS, pydantic). Pillow and tqdm are optional: `pip install "./clients[images,progress]"`.
 
     from vistas_client import Client
 
@@ -21,6 +22,7 @@ from vistas_client.errors import (
     BadRequestError,
     NotFoundError,
     RateLimitError,
+    ResponseValidationError,
     ServerError,
     VistasError,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "Prediction",
     "RateLimitError",
+    "ResponseValidationError",
     "RetryPolicy",
     "SearchHit",
     "SearchResult",

@@ -6,6 +6,7 @@ SDKs validate, batch and encode in exactly the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ def embed_bodies(field: str, values: list, *, model: str | None, batch_size: int
 
 def merge_embeds(parts: list[dict]) -> EmbedResult:
     """The responses of several /v1/embed batches -> one EmbedResult, in request order."""
-    results = [EmbedResult.model_validate(p) for p in parts]
+    results = [EmbedResult.from_json(p) for p in parts]
     first = results[0]
     for r in results[1:]:
         if (r.model, r.space, r.dim) != (first.model, first.space, first.dim):
@@ -56,11 +57,10 @@ def merge_embeds(parts: list[dict]) -> EmbedResult:
                 f"the server answered batches with different models ({first.model!r}, space {first.space} "
                 f"vs {r.model!r}, space {r.space}); pass model= to pin one"
             )
-    return first.model_copy(
-        update={
-            "image_embeddings": [v for r in results for v in r.image_embeddings],
-            "text_embeddings": [v for r in results for v in r.text_embeddings],
-        }
+    return dataclasses.replace(
+        first,
+        image_embeddings=[v for r in results for v in r.image_embeddings],
+        text_embeddings=[v for r in results for v in r.text_embeddings],
     )
 
 

@@ -21,6 +21,7 @@ from vistas_client.types import (
     ModelInfo,
     SearchResult,
     UpsertResult,
+    list_from_json,
 )
 
 
@@ -31,6 +32,11 @@ class Client:
         5xx (see RetryPolicy); pass a RetryPolicy to tune the backoff as well.
     http_client: an httpx.Client to send with (a proxy, custom TLS, or Starlette's
         TestClient); the caller keeps ownership and closes it.
+
+    Every call that reaches the server raises, once the retries are used up, an APIError
+    subclass for an error reply (BadRequestError, NotFoundError, ServerError, ...: errors.py)
+    or APIConnectionError / APITimeoutError when it does not answer; a 2xx reply without a
+    field the result needs raises ResponseValidationError.
     """
 
     def __init__(
@@ -51,6 +57,9 @@ class Client:
     def embed_texts(
         self, texts: str | Sequence[str], *, model: str | None = None, batch_size: int = 256, progress: bool = False
     ) -> EmbedResult:
+        """Embeddings of one or more texts, `batch_size` per request -> EmbedResult (request order).
+
+        ValueError/TypeError for no texts or non-strings, before anything is sent."""
         texts = P.as_texts(texts)
         return self._embed(P.embed_bodies("texts", texts, model=model, batch_size=batch_size), len(texts), progress)
 
@@ -58,7 +67,9 @@ class Client:
         self, images: ImageInput | Sequence[ImageInput], *, model: str | None = None, batch_size: int = 32,
         progress: bool = False,
     ) -> EmbedResult:
-        """Paths, file bytes or PIL images; `batch_size` images per request."""
+        """Embeddings of paths, file bytes or PIL images, `batch_size` per request -> EmbedResult.
+
+        FileNotFoundError for a missing file, TypeError for anything else that is not an image."""
         images = P.as_images(images)
         return self._embed(P.embed_bodies("images", images, model=model, batch_size=batch_size), len(images), progress)
 
@@ -66,18 +77,24 @@ class Client:
         self, image: ImageInput, labels: Sequence[str], *, templates: Sequence[str] | None = None,
         multi_label: bool = False, model: str | None = None,
     ) -> ClassifyResult:
+        """Zero-shot scores of `labels` for one image -> ClassifyResult, predictions best first.
+
+        ValueError for no labels; BadRequestError for a template without "{}" or a bad image."""
         body = P.classify_body(image, labels, templates=templates, multi_label=multi_label, model=model)
-        return ClassifyResult.model_validate(self._request("POST", "/v1/classify", body))
+        return ClassifyResult.from_json(self._request("POST", "/v1/classify", body))
 
     def search(
         self, *, text: str | None = None, image: ImageInput | None = None, vector: Sequence[float] | None = None,
         k: int = 10, filter: dict | None = None, collection: str = "default", model: str | None = None,
     ) -> SearchResult:
-        """Nearest items to exactly one of text, image or vector; `filter` matches metadata."""
+        """Nearest items to exactly one of text, image or vector -> SearchResult, best first.
+
+        `filter` matches metadata. ValueError unless exactly one query is given;
+        NotFoundError for an unknown collection."""
         body = P.search_body(
             text=text, image=image, vector=vector, k=k, filter=filter, collection=collection, model=model
         )
-        return SearchResult.model_validate(self._request("POST", "/v1/search", body))
+        return SearchResult.from_json(self._request("POST", "/v1/search", body))
 
     # --- collections ---------------------------------------------------------------------
 
@@ -85,39 +102,47 @@ class Client:
         self, items: Sequence[dict], *, collection: str = "default", batch_size: int = 64,
         model: str | None = None, progress: bool = False,
     ) -> int:
-        """Upsert items {"id", one of "image"|"text"|"vector", "metadata"?}. Returns how many were upserted."""
+        """Upserts items {"id", one of "image"|"text"|"vector", "metadata"?}, `batch_size` per request.
+
+        Returns how many were upserted. ValueError/TypeError for a malformed item, before sending."""
         items = list(items)
         total = 0
         with P.progress_bar(len(items), progress, f"add to {collection}") as bar:
             for n, body in P.item_bodies(items, batch_size=batch_size, model=model):
                 reply = self._request("POST", P.items_path(collection), body)
-                total += UpsertResult.model_validate(reply).upserted
+                total += UpsertResult.from_json(reply).upserted
                 bar.update(n)
         return total
 
     def delete_item(self, id: str, *, collection: str = "default") -> DeleteResult:
-        return DeleteResult.model_validate(self._request("DELETE", P.item_path(collection, id)))
+        """Deletes one item -> DeleteResult (`deleted` is 0 if it was not there).
+
+        NotFoundError for an unknown collection."""
+        return DeleteResult.from_json(self._request("DELETE", P.item_path(collection, id)))
 
     def get_item(self, id: str, *, collection: str = "default", vector: bool = False) -> Item:
-        """One item's metadata (and stored unit vector with `vector=True`); NotFoundError if absent."""
+        """One item's metadata (and stored unit vector with `vector=True`) -> Item; NotFoundError if absent."""
         path = P.item_path(collection, id) + ("?vector=true" if vector else "")
-        return Item.model_validate(self._request("GET", path))
+        return Item.from_json(self._request("GET", path))
 
     def count(self, collection: str = "default") -> int:
-        """Live items in the collection."""
-        return (self.get_collection(collection)).count
+        """Live items in the collection (int); NotFoundError for an unknown collection."""
+        return self.get_collection(collection).count
 
     def list_collections(self) -> list[CollectionInfo]:
-        body = self._request("GET", "/v1/collections")
-        return [CollectionInfo.model_validate(c) for c in body["collections"]]
+        """Every collection of the server -> list of CollectionInfo."""
+        return list_from_json(CollectionInfo, self._request("GET", "/v1/collections"), "collections")
 
     def get_collection(self, name: str = "default") -> CollectionInfo:
-        return CollectionInfo.model_validate(self._request("GET", P.collection_path(name)))
+        """One collection's size, space and index -> CollectionInfo; NotFoundError if absent."""
+        return CollectionInfo.from_json(self._request("GET", P.collection_path(name)))
 
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo.model_validate(m) for m in self._request("GET", "/v1/models")["models"]]
+        """The models the server serves -> list of ModelInfo (extra fields such as `default` kept)."""
+        return list_from_json(ModelInfo, self._request("GET", "/v1/models"), "models")
 
     def health(self) -> dict[str, Any]:
+        """GET /health -> its JSON body, e.g. {"status": "ok"}."""
         return self._request("GET", "/health")
 
     # --- plumbing --------------------------------------------------------------------------
@@ -148,6 +173,7 @@ class Client:
             time.sleep(delay)
 
     def close(self) -> None:
+        """Closes the connection pool, unless the caller passed its own http_client."""
         if self._owns_http:
             self._http.close()
 

@@ -7,8 +7,9 @@
     │   ├── NotFoundError        404
     │   ├── RateLimitError       429
     │   └── ServerError          5xx
-    └── APIConnectionError                                  no answer: refused, reset, DNS, ...
-        └── APITimeoutError                                 no answer in time
+    ├── APIConnectionError                                  no answer: refused, reset, DNS, ...
+    │   └── APITimeoutError                                 no answer in time
+    └── ResponseValidationError (also a ValueError)         a 2xx reply without a field the SDK needs
 
 `code` and `message` come from the server's `{"error": {"code", "message"}}` body.
 """
@@ -55,6 +56,10 @@ class APIConnectionError(VistasError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer within the timeout."""
+
+
+class ResponseValidationError(VistasError, ValueError):
+    """A successful reply lacks a required field or has one of the wrong type (a server of another version?)."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

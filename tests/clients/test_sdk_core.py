@@ -1,13 +1,17 @@
-"""SDK core against a real HTTP server: retries, error mapping, request bodies, image encoding.
+"""SDK core against a real HTTP server: retries, error mapping, request bodies, typed results, images.
 
 The server is a scripted FastAPI app under uvicorn on 127.0.0.1 (a free port, in a
 background thread): each test queues the replies it wants; when the queue is empty
-it answers like vistas would. Every test runs with Client and with AsyncClient.
-End-to-end tests against the real vistas server live elsewhere.
+it answers like vistas would. Every reply is built from the server's own response
+schemas (vistas.serving.schemas) and dumped as the server would send it, so these tests
+fail when the SDK's types and the server's contract drift apart. Every test runs with
+Client and with AsyncClient. End-to-end tests against the real vistas server live elsewhere.
 """
 
 import asyncio
 import base64
+import dataclasses
+import inspect
 import io
 import json
 import socket
@@ -22,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
 
+from vistas.serving import schemas as S
 from vistas_client import (
     APIConnectionError,
     APIError,
@@ -29,13 +34,25 @@ from vistas_client import (
     AsyncClient,
     AuthenticationError,
     BadRequestError,
+    ClassifyResult,
     Client,
+    CollectionInfo,
+    DeleteResult,
+    EmbedResult,
+    Item,
+    ModelInfo,
     NotFoundError,
+    Prediction,
     RateLimitError,
+    ResponseValidationError,
     RetryPolicy,
+    SearchHit,
+    SearchResult,
     ServerError,
+    UpsertResult,
 )
 from vistas_client._images import encode_image
+from vistas_client.types import _Result
 
 FAST = RetryPolicy(max_retries=2, initial_delay=0.01)  # real backoff, tiny waits
 SLOW = RetryPolicy(max_retries=2, initial_delay=30.0)  # backoff would stall the test: only Retry-After may be used
@@ -47,8 +64,14 @@ state = SimpleNamespace(replies=[], requests=[])
 app = FastAPI()
 
 
+def as_sent(reply: S.BaseModel) -> dict:
+    """A response model as the server puts it on the wire."""
+    return reply.model_dump(mode="json")
+
+
 def error_reply(status, code="boom", message="it broke", headers=None, sleep=0.0):
-    return {"status": status, "body": {"error": {"code": code, "message": message}}, "headers": headers, "sleep": sleep}
+    body = as_sent(S.ErrorResponse(error=S.ErrorBody(code=code, message=message)))
+    return {"status": status, "body": body, "headers": headers, "sleep": sleep}
 
 
 @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
@@ -56,7 +79,11 @@ async def scripted(path: str, request: Request):
     raw = await request.body()
     body = json.loads(raw) if raw else None
     path_as_sent = request.scope["raw_path"].decode()  # still percent-encoded
-    state.requests.append(SimpleNamespace(method=request.method, path=path_as_sent, headers=request.headers, json=body))
+    state.requests.append(
+        SimpleNamespace(
+            method=request.method, path=path_as_sent, query=request.url.query, headers=request.headers, json=body
+        )
+    )
     if state.replies:
         reply = state.replies.pop(0)
         await asyncio.sleep(reply.get("sleep", 0))
@@ -67,31 +94,50 @@ async def scripted(path: str, request: Request):
 
 
 def vistas_like(method: str, path: str, body: dict | None) -> dict:
-    """A plausible 200 body per route. Embeddings encode what was sent: [len(text or image bytes), kind]."""
+    """A plausible 200 body per route, from the server's schemas.
+
+    Embeddings encode what was sent: [len(text or image bytes), kind].
+    """
     if path == "/v1/embed":
         texts, images = body.get("texts", []), body.get("images", [])
-        return {
-            "model": body.get("model", "tiny"),
-            "space": "sha256:s",
-            "dim": 2,
-            "text_embeddings": [[float(len(t)), 0.0] for t in texts],
-            "image_embeddings": [[float(len(base64.b64decode(i))), 1.0] for i in images],
-        }
-    if path == "/v1/classify":
-        predictions = [{"label": label, "score": 1 / (i + 2)} for i, label in enumerate(body["labels"])]
-        return {"model": "tiny", "predictions": predictions}
-    if path == "/v1/search":
-        return {"collection": body["collection"], "results": [{"id": "a", "score": 0.9, "metadata": {"kind": "x"}}]}
-    if path.startswith("/v1/collections/"):
-        name = path.split("/")[3]
+        reply = S.EmbedResponse(
+            model=body.get("model", "tiny"),
+            space="sha256:s",
+            dim=2,
+            text_embeddings=[[float(len(t)), 0.0] for t in texts],
+            image_embeddings=[[float(len(base64.b64decode(i))), 1.0] for i in images],
+        )
+    elif path == "/v1/classify":
+        predictions = [S.Prediction(label=label, score=1 / (i + 2)) for i, label in enumerate(body["labels"])]
+        reply = S.ClassifyResponse(model="tiny", predictions=predictions)
+    elif path == "/v1/search":
+        hits = [S.SearchResult(id="a", score=0.9, metadata={"kind": "x"})]
+        reply = S.SearchResponse(collection=body["collection"], results=hits)
+    elif path == "/v1/collections":
+        reply = S.CollectionsResponse(collections=[collection_info("photos"), collection_info("pets")])
+    elif path.startswith("/v1/collections/"):
+        parts = path.split("/")  # "", "v1", "collections", name[, "items", id]
+        name = parts[3]
         if method == "POST":
-            return {"collection": name, "upserted": len(body["items"])}
-        if method == "DELETE":
-            return {"collection": name, "deleted": 1}
-        return {"name": name, "count": 3, "space": "sha256:s", "index": "IDMap2,Flat"}
-    if path == "/v1/models":
-        return {"models": [{"name": "tiny", "family": "siglip", "space": "sha256:s", "dim": 2, "default": True}]}
-    return {"status": "ok"}
+            reply = S.UpsertResponse(collection=name, upserted=len(body["items"]))
+        elif method == "DELETE":
+            reply = S.DeleteResponse(collection=name, deleted=1)
+        elif len(parts) > 5:
+            reply = S.ItemResponse(id="/".join(parts[5:]), metadata={"kind": "x"}, vector=[0.6, 0.8])
+        else:
+            reply = collection_info(name)
+    elif path == "/v1/models":
+        model = S.ModelInfo(
+            name="tiny", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True
+        )
+        reply = S.ModelsResponse(models=[model])
+    else:
+        reply = S.HealthResponse(status="ok")
+    return as_sent(reply)
+
+
+def collection_info(name: str) -> S.CollectionInfo:
+    return S.CollectionInfo(name=name, count=3, space="sha256:s", index="IDMap2,Flat", dim=2)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +333,45 @@ def test_classify_search_and_collections(call):
     assert models[0].name == "tiny" and models[0].dim == 2 and models[0].default is True  # extra fields kept
 
 
+def test_items_collections_and_health(call):
+    item = call(lambda c: c.get_item("a", collection="photos", vector=True))
+    listed = call(lambda c: c.list_collections())
+    count = call(lambda c: c.count("pets"))
+    health = call(lambda c: c.health())
+    assert [(r.method, r.path, r.query) for r in state.requests] == [
+        ("GET", "/v1/collections/photos/items/a", "vector=true"),
+        ("GET", "/v1/collections", ""),
+        ("GET", "/v1/collections/pets", ""),
+        ("GET", "/health", ""),
+    ]
+    assert item == Item(id="a", metadata={"kind": "x"}, vector=[0.6, 0.8])
+    assert [(c.name, c.count, c.dim, c.tombstones) for c in listed] == [("photos", 3, 2, 0), ("pets", 3, 2, 0)]
+    assert count == 3 and health == {"status": "ok"}
+
+
+def test_reply_without_a_required_field_is_an_error(call):
+    reply = as_sent(S.ClassifyResponse(model="tiny", predictions=[S.Prediction(label="cat", score=0.5)]))
+    del reply["predictions"][0]["score"]
+    state.replies += [{"status": 200, "body": reply}, {"status": 200, "body": {"collections": [{"name": "x"}]}}]
+    with pytest.raises(ResponseValidationError, match=r"ClassifyResult\.predictions\[0\] \(Prediction\).*'score'"):
+        call(lambda c: c.classify(b"img", ["cat"]))
+    with pytest.raises(ValueError, match=r"collections\[0\] \(CollectionInfo\).*'count'"):  # also a ValueError
+        call(lambda c: c.list_collections())
+
+
+def test_fields_of_a_newer_server_are_kept(call):
+    reply = as_sent(S.SearchResponse(collection="c", results=[S.SearchResult(id="a", score=0.5)]))
+    reply["took_ms"] = 3.5
+    reply["results"][0]["rerank_score"] = 0.7
+    state.replies += [{"status": 200, "body": reply}]
+    result = call(lambda c: c.search(text="x", collection="c"))
+    assert result.took_ms == 3.5 and result.extra == {"took_ms": 3.5}
+    assert result.results[0].rerank_score == 0.7 and result.results[0].metadata == {}
+    assert result.to_dict() == reply
+    with pytest.raises(AttributeError, match="rerank"):
+        result.rerank_score
+
+
 @pytest.mark.parametrize(
     "fn, match",
     [
@@ -322,3 +407,68 @@ def test_encode_image_inputs(tmp_path):
         encode_image(tmp_path / "nope.png")
     with pytest.raises(TypeError, match="file path, the file's bytes, or a PIL image"):
         encode_image(np.zeros((2, 2)))
+
+
+# --- the SDK's types against the server's schemas ---------------------------------------------------
+
+# SDK result type -> a reply of the server schema it parses, with every field set (checked below),
+# so that optional fields are exercised too. A new SDK type without an entry fails the coverage test.
+SERVER_REPLIES = {
+    EmbedResult: S.EmbedResponse(
+        model="m", space="sha256:s", dim=2, image_embeddings=[[0.6, 0.8]], text_embeddings=[[1.0, 0.0], [0.0, 1.0]]
+    ),
+    Prediction: S.Prediction(label="cat", score=0.75),
+    ClassifyResult: S.ClassifyResponse(
+        model="m", predictions=[S.Prediction(label="cat", score=0.75), S.Prediction(label="dog", score=0.25)]
+    ),
+    SearchHit: S.SearchResult(id="cats/01.jpg", score=0.5, metadata={"kind": "cat", "n": 3, "tags": ["a"]}),
+    SearchResult: S.SearchResponse(
+        collection="c",
+        results=[S.SearchResult(id="a", score=0.9, metadata={"kind": "x"}), S.SearchResult(id="b", score=0.1)],
+    ),
+    UpsertResult: S.UpsertResponse(collection="c", upserted=3),
+    DeleteResult: S.DeleteResponse(collection="c", deleted=1),
+    ModelInfo: S.ModelInfo(
+        name="m", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True
+    ),
+    CollectionInfo: S.CollectionInfo(
+        name="c", count=3, space="sha256:s", index="HNSW32", dim=2, params={"efSearch": 64},
+        recall_at_10=0.98, target_recall=0.95, tombstones=1,
+    ),  # fmt: skip
+    Item: S.ItemResponse(id="a", metadata={"k": 1}, vector=[0.6, 0.8]),
+}
+
+
+def test_every_result_type_has_a_server_schema():
+    assert set(SERVER_REPLIES) == set(_Result.__subclasses__())
+
+
+@pytest.mark.parametrize("sdk_type", SERVER_REPLIES, ids=lambda t: t.__name__)
+def test_server_replies_round_trip(sdk_type):
+    reply = SERVER_REPLIES[sdk_type]
+    schema = type(reply).model_fields
+    assert reply.model_fields_set == set(schema), "set every field of the reply, optional ones too"
+    body = as_sent(reply)
+    result = sdk_type.from_json(body)
+    assert result.to_dict() == body  # every field kept, with equal values
+    sdk_fields = {f.name: f for f in dataclasses.fields(sdk_type) if f.name != "extra"}
+    assert set(result.extra) == set(schema) - set(sdk_fields)  # the rest are extra, not lost
+    for name, value in body.items():  # known fields and extra ones read as attributes
+        assert plain(getattr(result, name)) == value, name
+    for name, f in sdk_fields.items():
+        assert name in schema, f"{sdk_type.__name__}.{name}: the server has no such field"
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            assert schema[name].is_required(), f"{sdk_type.__name__}.{name} is required, the server may omit it"
+
+
+def plain(value):
+    if isinstance(value, _Result):
+        return value.to_dict()
+    return [plain(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+def test_public_methods_have_docstrings(cls):
+    public = [name for name, fn in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")]
+    assert len(public) >= 13
+    assert [name for name in public if not inspect.getdoc(getattr(cls, name))] == []

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Floor 1, the shared contract: bundle spec, images, inputs, text, tokenizer, v2 names, data sources.
 CONTRACT = ("vistas.bundle", "vistas.images", "vistas.inputs", "vistas.naflex", "vistas.tokenizer",
-            "vistas.v2_protocol", "vistas.sources")
+            "vistas.v2_protocol", "vistas.sources", "vistas.atomic")
 LAYERS: dict[str, tuple[str, ...]] = {
     "contract": ("vistas", *CONTRACT),  # `vistas` alone: the package's __init__ (version, docstring)
     "inference": ("vistas.inference",),  # floor 2: bundle runtimes behind one interface + the model

@@ -1,4 +1,4 @@
-"""Fixtures of the index tests."""
+"""Records os.fsync and os.replace, for tests of durable file replacement (vistas/atomic.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class DiskCalls:
         self.events: list[tuple[str, object]] = []
 
     def assert_replaced_durably(self, path: Path) -> None:
-        """The last write of `path` was index/atomic.py's: data fsynced, renamed into place, then
+        """The last write of `path` was vistas/atomic.py's: data fsynced, renamed into place, then
         the directory fsynced (without that, a power loss can undo the rename)."""
         events = self.events
         assert ("replace", path) in events, f"{path} was not written by a rename; calls: {events}"

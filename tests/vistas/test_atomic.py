@@ -1,4 +1,4 @@
-"""Atomic replacement (index/atomic.py): a file is fsynced, renamed into place, and its directory
+"""Atomic replacement (vistas/atomic.py): a file is fsynced, renamed into place, and its directory
 fsynced, so a crash leaves the old file or the new one and a finished write survives a power
 loss; a write that fails leaves the old file. The collection's snapshot files go through it."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vistas.index import Collection
-from vistas.index.atomic import atomic_write
+from vistas.atomic import atomic_write
 
 
 def test_atomic_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory(tmp_path, disk_calls):
