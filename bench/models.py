@@ -35,13 +35,13 @@ def siglip_b16_checkpoint(cache: Path = CACHE) -> Path:
     """A random-weight SigLIP B/16 @ 224 checkpoint (vistas' own ViTConfig.from_variant), cached."""
     import torch
 
+    from vistas.bundle import Preprocess
+    from vistas.images import ImageSpec
+    from vistas.tokenizer import TextSpec
     from vistas.training.checkpoint import save_checkpoint
     from vistas.training.models.siglip import SigLIP, SigLIPConfig
     from vistas.training.models.text import TextConfig
     from vistas.training.models.vit import ViTConfig
-    from vistas.bundle import Preprocess
-    from vistas.images import ImageSpec
-    from vistas.tokenizer import TextSpec
 
     out = cache / B16["name"] / "checkpoint"
     stamp = out / "bench_key.json"

@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistas.training.convert.sources import LoadedModel, load_source
-from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, MASK_INPUT, SHAPES_INPUT, TEXT_INPUT, BundleSpec
-from vistas.bundle import save_bundle_spec, space_id
+from vistas.bundle import (
+    EMBED_OUTPUT,
+    IMAGE_INPUT,
+    MASK_INPUT,
+    SHAPES_INPUT,
+    TEXT_INPUT,
+    BundleSpec,
+    save_bundle_spec,
+    space_id,
+)
 from vistas.images import ImageSpec
 from vistas.naflex import size_for_patch_budget
+from vistas.training.convert.sources import LoadedModel, load_source
 
 log = logging.getLogger(__name__)
 

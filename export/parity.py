@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vistas.training.convert.sources import LoadedModel, load_source
 from vistas.inputs import image_inputs
 from vistas.tokenizer import Tokenizer
+from vistas.training.convert.sources import LoadedModel, load_source
 
 TOLERANCE = 1e-4
 CAPTIONS = (
@@ -116,9 +116,9 @@ def check_parity(source: str, *, processor: str | None = None, reference: str | 
     The reference is the source itself for hf: sources, or `reference` (an hf: directory of the
     same weights, e.g. for an npz); without one only ONNX vs torch is reported. `bundle`: an
     already exported bundle of `source` to check; by default one is exported to a temp dir."""
+    from vistas.bundle import load_bundle_spec, space_id
     from vistas.export.onnx_export import export_model
     from vistas.training.convert.hub import resolve_hf
-    from vistas.bundle import load_bundle_spec, space_id
 
     loaded = load_source(source, processor=processor)
     ref_dir = resolve_hf(reference.removeprefix("hf:")) if reference else loaded.reference

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
 from vistas.inference.runtime import (
     TOWERS,
     BundleMismatchError,
-    RemoteRuntimeError,
     BundleRuntime,
+    RemoteRuntimeError,
     TensorSpec,
     Tower,
     check_feeds,
     expected_inputs,
     run_in_chunks,
 )
-from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
 from vistas.v2_protocol import SPACE_PARAMETER, V2_DATATYPES, tower_model_name, v2_shape
 
 log = logging.getLogger(__name__)

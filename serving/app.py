@@ -11,13 +11,13 @@ from fastapi import FastAPI
 
 import vistas
 from vistas.index import Collections
+from vistas.inference.model import ServedModel
 from vistas.serving.admission import Admission
 from vistas.serving.auth import APIKeys, BearerAuth
 from vistas.serving.errors import install_error_handlers
 from vistas.serving.lifecycle import LOADING, lifespan_for
 from vistas.serving.limits import BodySizeLimit
 from vistas.serving.metrics import Metrics
-from vistas.inference.model import ServedModel
 from vistas.serving.observe import Observe
 from vistas.serving.routers import classify, embed, health, kserve, openai_embeddings, page, search
 from vistas.serving.routers import collections as collection_routes

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vistas.serving.context import current_request
 from vistas.inference.runtime import check_feeds
+from vistas.serving.context import current_request
 
 log = logging.getLogger("vistas.serving.batching")
 

@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from vistas.index import Collection, CollectionNotFoundError, Collections, SpaceMismatchError, check_name
+from vistas.inference.model import ServedModel
 from vistas.serving.context import current_request
 from vistas.serving.errors import APIError
-from vistas.inference.model import ServedModel
 from vistas.serving.settings import Settings
 
 

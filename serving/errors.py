@@ -16,10 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vistas.images import ImageError
+from vistas.inference.runtimes import RemoteRuntimeError
 from vistas.serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
 from vistas.serving.context import note_error
-from vistas.inference.runtimes import RemoteRuntimeError
-from vistas.images import ImageError
 
 log = logging.getLogger("vistas.serving")
 

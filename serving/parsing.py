@@ -19,8 +19,8 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from vistas.serving.errors import APIError, image_error
 from vistas.images import ImageError, decode_image
+from vistas.serving.errors import APIError, image_error
 
 JSON, MULTIPART = "json", "multipart"
 M = TypeVar("M", bound=BaseModel)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from support.disk_calls import disk_calls  # noqa: F401  (a fixture: os.fsync / os.replace calls in order)
 
 ROOT = Path(__file__).resolve().parents[1]

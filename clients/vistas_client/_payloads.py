@@ -166,7 +166,7 @@ def progress_bar(total: int, enabled: bool, desc: str):
         try:
             from tqdm.auto import tqdm
         except ImportError:
-            warnings.warn("progress=True needs tqdm (pip install tqdm); continuing without a progress bar")
+            warnings.warn("progress=True needs tqdm (pip install tqdm); continuing without a progress bar", stacklevel=3)
         else:
             with tqdm(total=total, desc=desc, unit="item") as bar:
                 yield bar

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vistas.index import Collections, SpaceMismatchError
 from vistas.index.thumbnails import make_thumbnail
+from vistas.inference.model import ServedModel
 from vistas.serving.deps import (
     CollectionsDep,
     ModelsDep,
@@ -23,7 +24,6 @@ from vistas.serving.deps import (
     writable_collection,
 )
 from vistas.serving.errors import APIError
-from vistas.inference.model import ServedModel
 from vistas.serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
 from vistas.serving.schemas import (
     CollectionInfo,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from vistas.inference.model import ServedModel
 from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError
-from vistas.inference.model import ServedModel
 from vistas.serving.parsing import (
     JSON,
     body_kind,

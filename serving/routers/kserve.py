@@ -22,13 +22,20 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import vistas
+from vistas.bundle import EMBED_OUTPUT
+from vistas.inference.model import ServedModel
 from vistas.serving.deps import ModelsDep, SettingsDep
 from vistas.serving.errors import APIError
-from vistas.inference.model import ServedModel
 from vistas.serving.parsing import check_count, check_texts, decode_base64, decode_images
 from vistas.serving.settings import Settings
-from vistas.serving.v2_tensors import HEADER_LENGTH, InferRequest, Tensor, V2Error, encode_infer_response, parse_infer_request
-from vistas.bundle import EMBED_OUTPUT
+from vistas.serving.v2_tensors import (
+    HEADER_LENGTH,
+    InferRequest,
+    Tensor,
+    V2Error,
+    encode_infer_response,
+    parse_infer_request,
+)
 from vistas.v2_protocol import (
     RAW_IMAGES,
     RAW_OUTPUTS,

@@ -23,10 +23,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from vistas.inference.model import ServedModel
 from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError, validation_message
-from vistas.inference.model import ServedModel
-from vistas.serving.parsing import body_kind, check_count, check_texts, decode_base64, decode_images, read_json, validate
+from vistas.serving.parsing import (
+    body_kind,
+    check_count,
+    check_texts,
+    decode_base64,
+    decode_images,
+    read_json,
+    validate,
+)
 
 router = APIRouter(tags=["openai"])
 

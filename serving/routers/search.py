@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from vistas.index import Hit, compile_filter
+from vistas.inference.model import ServedModel
 from vistas.serving.deps import CollectionsDep, ModelsDep, SettingsDep, check_space, open_collection, pick_model
 from vistas.serving.errors import APIError
-from vistas.inference.model import ServedModel
 from vistas.serving.parsing import check_texts, decode_base64, decode_images, require_json, unit_vector
 from vistas.serving.schemas import ErrorResponse, SearchRequest, SearchResponse, SearchResult
 

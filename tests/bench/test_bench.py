@@ -10,8 +10,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vistas.bench.flops import vit_image_gflop
-from vistas.training.models.vit import ViT, ViTConfig
 from vistas.cli import main as cli
+from vistas.training.models.vit import ViT, ViTConfig
 
 
 def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path, capsys):

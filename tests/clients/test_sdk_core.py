@@ -369,7 +369,7 @@ def test_fields_of_a_newer_server_are_kept(call):
     assert result.results[0].rerank_score == 0.7 and result.results[0].metadata == {}
     assert result.to_dict() == reply
     with pytest.raises(AttributeError, match="rerank"):
-        result.rerank_score
+        _ = result.rerank_score
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,13 @@ import subprocess
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
+
 from support.live_server import running_server
 from support.pbtxt import parse
 from support.tiny_bundle import DIM, SIZE, TEXT_LENGTH, build_bundle
-
-from vistas.deploy.triton_repo import TritonRepoConfig, write_triton_repository
 from vistas.bundle import load_bundle_spec
 from vistas.cli import main as cli
+from vistas.deploy.triton_repo import TritonRepoConfig, write_triton_repository
 
 _V2_TYPES = {"TYPE_FP32": "FP32", "TYPE_INT64": "INT64"}
 

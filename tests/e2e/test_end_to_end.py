@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vistas_client import AsyncClient, Client, NotFoundError
-from vistas.index.build import build_index
-from vistas.serving.app import create_app
-from vistas.inference.model import load_model
-from vistas.serving.settings import Settings
 from support.live_server import running_server
+from vistas.images import preprocess_batch
+from vistas.index.build import build_index
+from vistas.inference.model import load_model
+from vistas.serving.app import create_app
+from vistas.serving.settings import Settings
 from vistas.training.checkpoint import load_checkpoint
 from vistas.training.data import get_dataset
-from vistas.images import preprocess_batch
+from vistas_client import AsyncClient, Client, NotFoundError
 
 N_SHAPES = 24  # gallery: seen-pair shapes + digits, like `make demo`'s
 

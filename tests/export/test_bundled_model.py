@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from vistas.bundle import load_bundle_spec, space_id
+from vistas.images import preprocess_batch
 from vistas.inference.model import load_model
 from vistas.training.checkpoint import load_checkpoint
 from vistas.training.data import get_dataset
-from vistas.bundle import load_bundle_spec, space_id
-from vistas.images import preprocess_batch
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "siglip-shapes-digits"
 

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from vistas.export.onnx_export import ExportParityError, export_checkpoint
-from vistas.training.checkpoint import load_checkpoint
-from vistas.training.data import get_dataset
 from vistas.bundle import load_bundle_spec, space_id
+from vistas.export.onnx_export import ExportParityError, export_checkpoint
 from vistas.images import preprocess_batch
 from vistas.tokenizer import Tokenizer
+from vistas.training.checkpoint import load_checkpoint
+from vistas.training.data import get_dataset
 
 
 def test_bundle_contents_and_spec(quick_run, quick_bundle):

@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
+from support.hf_models import CONFIGS, save_tiny
+from vistas.bundle import load_bundle_spec
+from vistas.cli import main
 from vistas.export.onnx_export import export_checkpoint
 from vistas.export.parity import CAPTIONS, parity_images, reference_embeddings
 from vistas.inference.onnx_runtime import OnnxRuntime
 from vistas.inference.runtime import TensorSpec, expected_inputs
-from support.hf_models import CONFIGS, save_tiny
-from vistas.bundle import load_bundle_spec
-from vistas.cli import main
 
 # A fixed-size SigLIP (SentencePiece, cropped patches, no head) and a SigLIP 2 NaFlex model.
 SERVED = ("siglip-headless-crop", "siglip2-naflex")
@@ -67,10 +67,10 @@ def test_fixed_bundle_records_the_checkpoints_preprocessing(hf_bundles):
 
 
 def test_served_embeddings_and_scores_match_transformers(hf_bundles, tmp_path):
-    from vistas_client import Client
     from vistas.serving.app import create_app
     from vistas.serving.server import running_server
     from vistas.serving.settings import Settings
+    from vistas_client import Client
 
     images, texts = parity_images(), list(CAPTIONS)
     settings = Settings(bundles=[str(b) for _, b in hf_bundles.values()], index_dir=str(tmp_path), threads=1)

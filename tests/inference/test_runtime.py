@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, build_bundle
 from PIL import Image
 
+from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, build_bundle
 from vistas.inference.model import LRUCache, ServedModel
 from vistas.inference.onnx_runtime import OnnxRuntime
 from vistas.inference.runtime import BundleMismatchError
@@ -93,8 +93,8 @@ def test_health_answers_while_inference_runs(bundles):
 
     from fastapi.testclient import TestClient
 
-    from vistas.serving.app import create_app
     from vistas.inference.model import load_models
+    from vistas.serving.app import create_app
     from vistas.serving.settings import Settings
 
     model = load_models([str(bundles[0])])["tiny-a"]

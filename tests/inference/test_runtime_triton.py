@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+
 from support.live_server import running_server
 from support.tiny_bundle import COLOR_RGB, SIZE, build_bundle, png
-
-from vistas.serving.app import create_app
 from vistas.inference.model import load_model
 from vistas.inference.runtime import BundleMismatchError
-from vistas.inference.triton_runtime import TritonRuntime
 from vistas.inference.runtimes import RemoteRuntimeError, open_runtime, parse_runtime
+from vistas.inference.triton_runtime import TritonRuntime
+from vistas.serving.app import create_app
 from vistas.serving.settings import Settings
 
 

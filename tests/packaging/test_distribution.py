@@ -11,6 +11,7 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+
 from support.imports import package_dirs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from support.imports import Import, cycles, imports, modules, package_dirs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
 from support.tiny_bundle import COLOR_RGB, DIM, png
 
 

@@ -9,12 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from support.poll import wait_for
 from support.tiny_bundle import SIZE, TEXT_LENGTH, build_bundle
-
-from vistas.serving.batching import BatchConfig, BatchingRuntime, BatchStats, ClientGone, QueueFull, QueueTimeout, ShuttingDown
-from vistas.serving.context import enter_request, leave_request
 from vistas.inference.onnx_runtime import OnnxRuntime
+from vistas.serving.batching import (
+    BatchConfig,
+    BatchingRuntime,
+    BatchStats,
+    ClientGone,
+    QueueFull,
+    QueueTimeout,
+    ShuttingDown,
+)
+from vistas.serving.context import enter_request, leave_request
 
 
 @pytest.fixture(scope="module")

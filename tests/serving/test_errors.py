@@ -11,8 +11,9 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from support.tiny_bundle import COLOR_RGB, png
 from PIL import Image
+
+from support.tiny_bundle import COLOR_RGB, png
 
 RED = base64.b64encode(png(COLOR_RGB["red"])).decode()
 
@@ -167,8 +168,8 @@ def test_messages_name_the_problem(client: httpx.Client):
 def test_unexpected_error_is_500_without_internals(bundles):
     from fastapi.testclient import TestClient
 
-    from vistas.serving.app import create_app
     from vistas.inference.model import load_models
+    from vistas.serving.app import create_app
     from vistas.serving.settings import Settings
 
     model = load_models([str(bundles[0])])["tiny-a"]

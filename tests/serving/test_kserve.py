@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, png
 from tritonclient.utils import InferenceServerException
 
+from support.tiny_bundle import COLOR_RGB, DIM, SIZE, TEXT_LENGTH, png
 from vistas.inference.model import load_model
 
 

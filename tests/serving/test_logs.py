@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support.prom import scrape, value
 from support.serve_process import ROOT, start_serve
 from support.tiny_bundle import build_bundle
-
 from vistas.serving.logs import JsonFormatter, QueuedLineHandler
 
 
@@ -74,7 +74,7 @@ def test_close_gives_up_on_a_stream_that_never_drains():
     stream = os.fdopen(write_fd, "w")
     handler = QueuedLineHandler(stream, maxsize=10, close_timeout_s=0.5)
     log = _logger(handler, "test.logs.stalled")
-    for i in range(3000):
+    for _ in range(3000):
         log.info("x" * 100)
     closer = threading.Thread(target=handler.close)  # the writer is stuck in write()
     closer.start()

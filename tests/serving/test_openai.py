@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+
 from support.tiny_bundle import COLOR_RGB, DIM, png
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import httpx
 import numpy as np
 import pytest
+
 from support.live_server import running_server
 from support.prom import scrape, value
 from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png

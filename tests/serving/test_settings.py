@@ -8,8 +8,8 @@ import logging
 import onnxruntime as ort
 import pytest
 
-from vistas.serving.auth import APIKeys, key_id
 from vistas.inference.onnx_runtime import OnnxRuntime, OrtOptions, resolve_providers
+from vistas.serving.auth import APIKeys, key_id
 from vistas.serving.settings import Settings
 
 

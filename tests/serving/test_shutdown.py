@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+
 from support.prom import scrape, value
 from support.serve_process import start_serve
 from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png

@@ -113,8 +113,15 @@ def gemma_tokenizer(eos_right: bool):
 
 def save_tiny(cfg: TinySiglip, directory: Path) -> Path:
     """Build, perturb and save the model, its image processor and tokenizer to `directory`."""
-    from transformers import (Siglip2Config, Siglip2Model, Siglip2Processor, SiglipConfig, SiglipModel,
-                              SiglipProcessor, SiglipTokenizer)
+    from transformers import (
+        Siglip2Config,
+        Siglip2Model,
+        Siglip2Processor,
+        SiglipConfig,
+        SiglipModel,
+        SiglipProcessor,
+        SiglipTokenizer,
+    )
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 

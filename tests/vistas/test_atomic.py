@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from vistas.index import Collection
 from vistas.atomic import atomic_write
+from vistas.index import Collection
 
 
 def test_atomic_write_fsyncs_the_file_then_renames_then_fsyncs_the_directory(tmp_path, disk_calls):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from vistas.bundle import BundleSpec, Preprocess, load_bundle_spec, save_bundle_spec, space_id
 from vistas.images import ImageError, ImageSpec, decode_image, patchify, preprocess, preprocess_batch
-from vistas.tokenizer import TextSpec, Tokenizer
+from vistas.tokenizer import Tokenizer
 
 
 def _png(img: Image.Image) -> bytes:
