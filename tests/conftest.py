@@ -17,6 +17,31 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK_CONFIG = f"{ROOT}/configs/siglip_shapes_digits.py:quick=True"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory) -> Path:
+    """VISTAS_DATA_DIR for the whole session (servers in subprocesses inherit it): a server started
+    without an index directory keeps its collections here, never in the real ~/.local/share."""
+    import os
+
+    path = tmp_path_factory.mktemp("data_dir")
+    before = os.environ.get("VISTAS_DATA_DIR")
+    os.environ["VISTAS_DATA_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("VISTAS_DATA_DIR", None)
+    else:
+        os.environ["VISTAS_DATA_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny bundles (tests/support/tiny_bundle.py), for inference and serving tests."""
+    from support.tiny_bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    return build_bundle(root / "a", "tiny-a", seed=0), build_bundle(root / "b", "tiny-b", seed=1)
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> Path:
     """The run directory of a quick training of the bundled recipe."""

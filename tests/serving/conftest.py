@@ -1,19 +1,10 @@
-"""Fixtures for serving tests: two tiny bundles (tests/support/tiny_bundle.py) and a real uvicorn server."""
+"""Fixtures for serving tests: a real uvicorn server over the two tiny `bundles` (tests/conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from support.live_server import LiveServer, running_server
-from support.tiny_bundle import build_bundle
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("bundles")
-    return build_bundle(root / "a", "tiny-a", seed=0), build_bundle(root / "b", "tiny-b", seed=1)
 
 
 @pytest.fixture(scope="session")
