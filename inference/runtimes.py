@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vistas.inference.runtime import RemoteRuntimeError  # noqa: F401  (re-exported: callers catch it here)
+
 if TYPE_CHECKING:  # onnxruntime is imported by the onnx opener only
     from vistas.inference.onnx_runtime import OrtOptions
 
