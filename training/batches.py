@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from vistas.images import ImageSpec
 from vistas.training.config import Config
 from vistas.training.data import get_dataset
 from vistas.training.data.shapes import caption_describes, parse_caption
-from vistas.images import ImageSpec
 
 
 @dataclass

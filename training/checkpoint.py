@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vistas.training.models import build_model
 from vistas.bundle import Preprocess
+from vistas.permissions import publish_tree
+from vistas.training.models import build_model
 
 STEP_PREFIX = "step_"
 
@@ -46,6 +47,7 @@ def save_checkpoint(
     preprocess.save(tmp / "preprocess.json")
     if train_state is not None:
         torch.save(train_state, tmp / "train_state.pt")
+    publish_tree(tmp)  # safetensors writes 600: give every file the mode the umask gives
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -57,10 +59,17 @@ def save_checkpoint(
     return directory
 
 
+REQUIRED = ("config.json", "model.safetensors", "preprocess.json")
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    return all((Path(directory) / name).is_file() for name in REQUIRED)
+
+
 def load_checkpoint(directory: str | Path) -> tuple[torch.nn.Module, dict, Preprocess]:
     """-> (model in eval mode, config dict, preprocess)."""
     directory = Path(directory)
-    for name in ("config.json", "model.safetensors", "preprocess.json"):
+    for name in REQUIRED:
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a vistas checkpoint: {name} is missing")
     config = json.loads((directory / "config.json").read_text())
@@ -79,7 +88,12 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     done = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and p.suffix == "" and (p / "train_state.pt").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+    return sorted(done, key=checkpoint_step)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """checkpoints/step_000150 -> 150."""
+    return int(Path(path).name.removeprefix(STEP_PREFIX))
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:

@@ -18,18 +18,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vistas.atomic import atomic_write
+from vistas.bundle import Preprocess
+from vistas.images import ImageSpec
+from vistas.inputs import image_inputs
+from vistas.tokenizer import TextSpec, Tokenizer
 from vistas.training.batches import BatchMaker
-from vistas.training.checkpoint import STEP_PREFIX, load_checkpoint, prune_checkpoints, save_checkpoint, step_checkpoints
+from vistas.training.checkpoint import (
+    STEP_PREFIX,
+    checkpoint_step,
+    is_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    step_checkpoints,
+)
 from vistas.training.config import Config
 from vistas.training.evaluate import run_suites
 from vistas.training.losses import sigmoid_loss
 from vistas.training.models import build_model
 from vistas.training.plots import plot_metrics
 from vistas.training.tokenizer_train import train_tokenizer
-from vistas.bundle import Preprocess
-from vistas.images import ImageSpec
-from vistas.inputs import image_inputs
-from vistas.tokenizer import TextSpec, Tokenizer
 
 
 def warmup_cosine(step: int, *, total: int, warmup: int) -> float:
@@ -133,13 +142,44 @@ def _from_source(config: Config, tok_dir: Path) -> tuple[torch.nn.Module, dict, 
     return model, loaded.config, loaded.preprocess
 
 
+def _finished(workdir: Path, steps: int) -> Path | None:
+    """`workdir/final` if the run has already trained all `steps` steps, else None.
+
+    The end of a run writes `final` and then the step checkpoint at `steps`, so the two together
+    mean `final` holds the model after exactly `steps` steps."""
+    done = step_checkpoints(workdir)
+    final = workdir / "final"
+    if not done or checkpoint_step(done[-1]) != steps or not is_checkpoint(final):
+        return None
+    print(f"run already finished: {final} is the model at step {steps} of steps={steps} (checkpoint {done[-1]}); "
+          f"to train further raise steps= in --config, to start over use a new --workdir")
+    return final
+
+
+def _drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """Keep the rows of steps <= `step`: a run resumed from checkpoint `step` writes the later ones
+    again. A last row torn by a kill (no newline) goes too. The file is replaced atomically
+    (`vistas.atomic`), so a kill here leaves the old file or the new one."""
+    if not metrics_file.exists():
+        return
+    text = metrics_file.read_text()
+    whole = text[: text.rfind("\n") + 1].splitlines(keepends=True)
+    kept = "".join(line for line in whole if line.strip() and json.loads(line)["step"] <= step)
+    if kept != text:
+        atomic_write(metrics_file, lambda tmp: tmp.write_text(kept))
+
+
 def train(config: Config, workdir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
     """Train per `config`; returns the final checkpoint directory (`workdir/final`).
 
+    With `resume`, a run continues from its newest step checkpoint, and a run that has already
+    trained `config.steps` steps is not trained again (one line says so).
     `config.init` (optional) starts from an existing model instead of `config.model`:
     a vistas checkpoint, `hf:DIR_OR_HUB_ID` or `npz:FILE` (`vistas.training.convert.sources`);
     `config.lock_image` freezes the image tower (LiT)."""
     workdir = Path(workdir)
+    if resume and (final := _finished(workdir, config.steps)):
+        return final
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     if config.get("threads"):
@@ -160,6 +200,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(config))
 
     start = 0
+    metrics_file = workdir / "metrics.jsonl"
     done = step_checkpoints(workdir)
     if resume and done:
         last = done[-1]
@@ -170,9 +211,9 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         schedule.load_state_dict(state["schedule"])
         start = state["step"]
         print(f"resuming from {last} at step {start}")
+        _drop_metrics_after(metrics_file, start)
 
     evals = batches.eval_suites()
-    metrics_file = workdir / "metrics.jsonl"
     if start == 0 and metrics_file.exists():
         metrics_file.unlink()
 
@@ -232,6 +273,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     bar.close()
     prefetch.shutdown()
     final = checkpoint(config.steps, final=True)
+    checkpoint(config.steps)  # after `final`: together they mark the run finished (see `_finished`)
     plot_metrics(metrics_file, workdir / "curves.png")
     return final
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from vistas.export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
 from support.hf_models import TinySiglip, Tower, save_tiny
+from vistas.export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
 from vistas.training.convert import big_vision
 from vistas.training.convert.sources import load_source
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vistas.export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
 from support.hf_models import CONFIGS, save_tiny
+from vistas.export.parity import CAPTIONS, compare, parity_images, reference_embeddings, torch_embeddings
 from vistas.training.convert import hf_processor
 from vistas.training.convert.sources import load_source
+
 
 @pytest.fixture(scope="module")
 def images():

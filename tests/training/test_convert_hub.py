@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from support.hf_models import CONFIGS, save_tiny
+from vistas.cli import main
 from vistas.training.convert.hub import SourceNotFoundError, resolve_hf
 from vistas.training.convert.sources import load_source
-from vistas.cli import main
 
 
 def _fake_cache(root, repo_id: str, files_from) -> None:

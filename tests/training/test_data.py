@@ -8,10 +8,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from vistas.training.data import DATASETS, get_dataset, register
-from vistas.training.data import digits, shapes
-from vistas.training.data.shapes import (ALL_PAIRS, COLORS, HELDOUT_PAIRS, SEEN_PAIRS, SHAPES, ShapesDataset,
-                                  caption_describes, parse_caption)
+from vistas.training.data import DATASETS, digits, get_dataset, register, shapes
+from vistas.training.data.shapes import (
+    ALL_PAIRS,
+    COLORS,
+    HELDOUT_PAIRS,
+    SEEN_PAIRS,
+    SHAPES,
+    ShapesDataset,
+    caption_describes,
+    parse_caption,
+)
 
 
 def pixels(example) -> np.ndarray:
@@ -222,9 +229,9 @@ def test_twin_swaps_one_shape_in_the_same_scene():
 
 
 def test_batches_with_twins_hold_minimal_pairs():
+    from vistas.images import ImageSpec
     from vistas.training.batches import BatchMaker
     from vistas.training.config import Config
-    from vistas.images import ImageSpec
 
     config = Config(seed=0, batch_size=64, data=[
         dict(name="shapes", weight=1.0, kwargs=dict(split="train", size=10_000, image_size=48), twins=0.5)])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from vistas import images
 from vistas.training.losses import sigmoid_loss
 from vistas.training.models import MODELS, build_model, register
 from vistas.training.models.siglip import SigLIP, SigLIPConfig
 from vistas.training.models.text import TextConfig, TextTransformer
 from vistas.training.models.vit import VARIANTS, ViT, ViTConfig, decode_variant, patchify, resize_posemb
-from vistas import images
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vistas.export.parity import CAPTIONS, parity_images, reference_embeddings, torch_embeddings
 from support.hf_models import CONFIGS, save_tiny
+from vistas.export.parity import CAPTIONS, parity_images, reference_embeddings, torch_embeddings
 from vistas.training.checkpoint import load_checkpoint
 from vistas.training.config import load_config
 from vistas.training.convert.sources import load_source

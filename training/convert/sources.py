@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
+from vistas.bundle import Preprocess
 from vistas.training.checkpoint import load_checkpoint
 from vistas.training.convert import big_vision, hf_processor, hf_siglip
 from vistas.training.convert.hub import SourceNotFoundError, resolve_hf
 from vistas.training.models.siglip import SigLIP, SigLIPConfig
-from vistas.bundle import Preprocess
 
 PREFIXES = ("hf:", "npz:")
 

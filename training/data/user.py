@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from vistas.training.data.types import Example
 from vistas.images import DEFAULT_MAX_PIXELS, DecodeStats
 from vistas.sources import Item, SourceError, count_source, decode_items, iter_source
+from vistas.training.data.types import Example
 
 
 class UserDataset:
