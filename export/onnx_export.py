@@ -34,8 +34,10 @@ from vistas.bundle import (
     save_bundle_spec,
     space_id,
 )
+from vistas.export.quiet import quiet_third_party
 from vistas.images import ImageSpec
 from vistas.naflex import size_for_patch_budget
+from vistas.permissions import publish_tree
 from vistas.training.convert.sources import LoadedModel, load_source
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,8 @@ def export_checkpoint(
 ) -> BundleSpec:
     """Write a bundle of `source` (see `vistas.training.convert.sources.load_source`) to `out_dir`;
     raises ExportParityError (and writes nothing) if parity fails."""
-    return export_model(load_source(source, processor=processor), out_dir, name=name, tolerance=tolerance)
+    with quiet_third_party():  # transformers' notes on the source's config, torch.onnx's on torchvision
+        return export_model(load_source(source, processor=processor), out_dir, name=name, tolerance=tolerance)
 
 
 def export_model(
@@ -165,7 +168,7 @@ def export_model(
     gen = torch.Generator().manual_seed(0)
     vocab = config["text"]["vocab_size"]
 
-    with tempfile.TemporaryDirectory(prefix="vistas-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vistas-export-") as tmp, quiet_third_party():
         tmp = Path(tmp)
         image_tower, image_example, image_dims = _image_io(model, img, 2, gen)
         text_tower = _TextTower(model).eval()
@@ -209,5 +212,6 @@ def export_model(
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tmp, out_dir)
+    publish_tree(out_dir)  # copytree kept the temp directory's 700: readable by the serving user too
     log.info("wrote bundle %s (parity %s)", out_dir, parity)
     return spec

@@ -27,7 +27,9 @@ import numpy as np
 from PIL import Image
 
 from vistas.bundle import TEXT_INPUT, TOWER_ROLES, BundleSpec, load_bundle_spec, save_bundle_spec
+from vistas.export.quiet import quiet_third_party
 from vistas.inference.model import ServedModel, load_model
+from vistas.permissions import publish_tree
 
 METHODS = ("int8",)
 
@@ -113,14 +115,16 @@ def quantize_bundle(
         shutil.rmtree(out_dir)
     shutil.copytree(fp32_dir, out_dir)
     quantised = {}
-    for role in TOWER_ROLES.values():
-        quantised[role] = quantize_graph(fp32_dir / spec.files[role], out_dir / spec.files[role])
+    with quiet_third_party():  # onnxruntime's advice for static quantization
+        for role in TOWER_ROLES.values():
+            quantised[role] = quantize_graph(fp32_dir / spec.files[role], out_dir / spec.files[role])
     report = accuracy_report(_open(fp32_dir, threads), _open(out_dir, threads), suites, run_suites)
     report = {"method": "dynamic int8 (onnxruntime): weights 7-bit int8 per channel, activations uint8 per call",
               "quantized_matmuls": quantised, **report}
     space = "sha256:" + hashlib.sha256(f"{spec.space_id}|{method}".encode()).hexdigest()[:32]
     out = dataclasses.replace(spec, space_id=space, quantization=report)
     save_bundle_spec(out, out_dir)
+    publish_tree(out_dir)  # copied from a temp directory (700): the modes the umask gives instead
     return out
 
 

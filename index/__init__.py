@@ -11,18 +11,23 @@ No torch here: the server imports this package.
 """
 
 from vistas.index.collection import Collection, Hit, SpaceMismatchError
+from vistas.index.disk import StorageFullError
 from vistas.index.filters import compile_filter
 from vistas.index.indexes import AUTO, IndexConfig, choose_factory
-from vistas.index.registry import CollectionNotFoundError, Collections, check_name
+from vistas.index.lock import CollectionLockedError
+from vistas.index.registry import CollectionNotFoundError, Collections, CollectionUnavailableError, check_name
 
 __all__ = [
     "AUTO",
     "Collection",
+    "CollectionLockedError",
     "CollectionNotFoundError",
+    "CollectionUnavailableError",
     "Collections",
     "Hit",
     "IndexConfig",
     "SpaceMismatchError",
+    "StorageFullError",
     "check_name",
     "choose_factory",
     "compile_filter",

@@ -30,12 +30,25 @@ lock, then catches up with the writes made meanwhile and swaps it in. With "auto
 whose size doubled since its type was chosen, and whose best type changed, is rebuilt in the
 background.
 
-Not for several processes writing one directory at once: one process owns a collection.
+One process owns a collection: `create` and `open` take an exclusive lock on its directory
+(lock.py) and `close` drops it, so a second writer (a `vistas index rebuild` beside a server) is
+refused instead of overwriting the other's snapshots. The directory's name is the collection's
+name, whatever the database recorded when it was made (a copied directory is a new collection).
+
+Trust, at start-up. collection.json carries its own checksum and the snapshot's (snapshots.py);
+a mismatch, a log that is behind the snapshot (SQLite lost acknowledged writes: its -wal file was
+deleted after a crash), items missing from snapshot and log, or a sample of items that do not
+find themselves by search (`_self_check`) each rebuild the index from SQLite, logged as an error
+and counted in `recoveries` (a metric of the server). Lost writes are also kept in `warnings`.
+
+A full disk refuses a write with StorageFullError (disk.py) and changes nothing; a snapshot that
+cannot be written is skipped (the log keeps every write) and tried again later.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -44,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vistas.index.disk import StorageFullError, full_disk_as_error
 from vistas.index.indexes import (
     AUTO,
     IndexConfig,
@@ -54,16 +68,39 @@ from vistas.index.indexes import (
     train,
     training_size,
 )
-from vistas.index.quality import tune
+from vistas.index.lock import DirectoryLock
+from vistas.index.quality import RECALL_K, tune
 from vistas.index.search import IndexState, exact_scan, search_all, search_filtered
-from vistas.index.snapshots import has_info, load_snapshot, read_info, stored_config, write_snapshot
-from vistas.index.store import SQLITE_FILE, ItemStore
+from vistas.index.snapshots import (
+    INFO_FILE,
+    SNAPSHOT_GLOB,
+    Damage,
+    has_info,
+    load_snapshot,
+    read_info,
+    remove_leftovers,
+    stored_config,
+    write_snapshot,
+)
+from vistas.index.store import SQLITE_FILE, ItemStore, remove_database
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MIN_OPS = 10_000
 COMPACT_FRACTION = 0.2
 COMPACT_MIN = 1000  # tombstones below this many are never worth a compaction
+SNAPSHOT_RETRY_OPS = 1000  # after a snapshot failed (full disk), writes before the next try
+# Start-up self-check: sampled items searched for with their own vectors. A sound index finds
+# nearly all (these queries are easier than the ones its knob was tuned on to target_recall);
+# a damaged one finds almost none (random bytes in a Flat snapshot: 2 of 300). 0.8 sits far
+# from both, with room for sampling noise on 100 items.
+SELF_CHECK_SAMPLE = 100
+SELF_CHECK_MIN = 0.8
+# An exact (flat) index scans everything per query: 100 queries took 0.86 s at 50k x 512 (the
+# largest "auto" Flat) on a loaded 2-core machine. Past this many multiply-adds (~0.3 s there) the
+# sample shrinks, to no fewer than 20: a flat index finds all of its items, so 20 tell a sound
+# one from a damaged one.
+SELF_CHECK_FLAT_BUDGET = 10**9
 
 
 class SpaceMismatchError(ValueError):
@@ -94,7 +131,15 @@ class Collection:
     builds outside the lock.
     """
 
-    def __init__(self, path: Path, store: ItemStore, state: IndexState, config: IndexConfig, snapshot_seq: int):
+    def __init__(
+        self,
+        path: Path,
+        store: ItemStore,
+        state: IndexState,
+        config: IndexConfig,
+        snapshot_seq: int,
+        lock: DirectoryLock | None = None,
+    ):
         self.path = path
         self.config = config
         self._store = store
@@ -108,6 +153,10 @@ class Collection:
         self._deferred = False  # bulk load: writes skip the index until the closing rebuild
         self._background: threading.Thread | None = None
         self._closed = False
+        self._dir_lock = lock  # the process lock on the directory, dropped by close()
+        self._next_snapshot_seq = 0  # after a failed snapshot: no new try before this log seq
+        self.recoveries: Counter[str] = Counter()  # Damage.reason -> index rebuilds for it, this process
+        self.warnings: list[str] = []  # what an operator must know: acknowledged writes were lost
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -115,11 +164,18 @@ class Collection:
     def create(
         cls, path: str | Path, *, dim: int, space_id: str, name: str | None = None, config: IndexConfig | None = None
     ) -> "Collection":
+        """A new empty collection in directory `path` (made if missing), or nothing at all.
+
+        `name`, if given, must be the directory's name (the collection's identity). On any failure
+        (a full disk: StorageFullError) everything made here is removed again.
+        """
         path = Path(path)
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(space_id, str) or not space_id:
             raise ValueError(f"space_id must be a non-empty string (the bundle's space id), got {space_id!r}")
+        if name is not None and name != path.name:
+            raise ValueError(f"a collection is named by its directory: {path} is {path.name!r}, not {name!r}")
         config = config or IndexConfig()
         factory = choose_factory(0, dim, config.memory_budget) if config.factory == AUTO else config.factory
         index = new_index(factory, dim)  # validates the factory string before anything is written
@@ -127,32 +183,72 @@ class Collection:
             # An IVF type needs data to train on: hold items in a Flat index until there are enough
             # (the first rebuild builds the configured type; see _after_write).
             factory, index = "Flat", new_index("Flat", dim)
-        path.mkdir(parents=True, exist_ok=True)
-        store = ItemStore.create(path / SQLITE_FILE, dim=dim, space_id=space_id, name=name or path.name)
-        state = IndexState(index, factory)
-        state.recall = 1.0 if state.exact else None  # an approximate index is measured when built
-        collection = cls(path, store, state, config, snapshot_seq=0)
-        collection.flush()
-        return collection
+        made_dir = not path.exists()
+        with full_disk_as_error(path):
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                lock = DirectoryLock.acquire(path)
+            except OSError:  # not CollectionLockedError: then the directory is someone else's
+                if made_dir:  # empty but for the lock file we may have made
+                    shutil.rmtree(path, ignore_errors=True)
+                raise
+        store = None
+        try:
+            remove_leftovers(path)
+            store = ItemStore.create(path / SQLITE_FILE, dim=dim, space_id=space_id, name=path.name)
+            state = IndexState(index, factory)
+            state.recall = 1.0 if state.exact else None  # an approximate index is measured when built
+            collection = cls(path, store, state, config, snapshot_seq=0, lock=lock)
+            collection.flush()
+            return collection
+        except BaseException:
+            if store is not None:  # ours: the database was made above
+                store.close()
+                _remove_collection_files(path)
+            lock.release()
+            if made_dir:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
 
     @classmethod
     def open(cls, path: str | Path, config: IndexConfig | None = None) -> "Collection":
         """Load the snapshot and replay the log after it; rebuild from the items if it is unusable.
 
         `config` replaces the stored index config (it applies from the next rebuild on).
+        CollectionLockedError when another process (or another open here) holds the collection.
         """
         path = Path(path)
-        store = ItemStore.open(path / SQLITE_FILE)
-        info = read_info(path)
-        stored = stored_config(info)
-        state, seq, problem = load_snapshot(path, store, info)
-        collection = cls(path, store, state or IndexState(new_index("Flat", store.dim), "Flat"), config or stored, seq)
-        if problem is None:
-            problem = collection._replay()
-        if problem is not None:
-            log.warning("collection %s: rebuilding the FAISS index from SQLite (%s)", path, problem)
-            collection.rebuild()
-        return collection
+        if not (path / SQLITE_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path / SQLITE_FILE} not found: not a vistas collection (make one with Collection.create)"
+            )
+        lock = DirectoryLock.acquire(path)
+        store = None
+        try:
+            if removed := remove_leftovers(path):
+                log.info("collection %s: removed %s, left by an interrupted write", path.name, removed)
+            store = ItemStore.open(path / SQLITE_FILE)
+            if store.stored_name != path.name:
+                log.info("collection %s: its database was made as %r (a copied directory); it answers as %r, "
+                         "its directory's name", path.name, store.stored_name, path.name)
+            info, damage = read_info(path)
+            state, seq = None, -1
+            if damage is None:
+                state, seq, damage = load_snapshot(path, store, info)
+            state = state or IndexState(new_index("Flat", store.dim), "Flat")
+            collection = cls(path, store, state, config or stored_config(info), seq, lock=lock)
+            if damage is None:
+                damage = collection._replay()
+            if damage is None:
+                damage = collection._self_check()
+            if damage is not None:
+                collection._recover(damage)
+            return collection
+        except BaseException:
+            if store is not None:
+                store.close()
+            lock.release()
+            raise
 
     def flush(self) -> None:
         """Write a snapshot if the in-memory index is ahead of the one on disk.
@@ -171,10 +267,16 @@ class Collection:
         with self._lock:
             if self._closed:
                 return
-            if not self._deferred:
-                self.flush()
-            self._store.close()
-            self._closed = True
+            try:
+                if not self._deferred:
+                    self.flush()
+            except StorageFullError as e:  # nothing is lost: the log has every write, open replays it
+                log.warning("collection %s: no snapshot at close (%s); the next start replays the log", self.name, e)
+            finally:
+                self._store.close()
+                self._closed = True
+                if self._dir_lock is not None:
+                    self._dir_lock.release()
 
     def __enter__(self) -> "Collection":
         return self
@@ -338,8 +440,9 @@ class Collection:
                 self._start_background(state.factory)
         if n >= 2 * max(state.built_for, 1000) and self._wanted_factory(n) != state.factory:
             self._start_background(None)
-        if self._applied_seq - self._snapshot_seq >= max(SNAPSHOT_MIN_OPS, state.index.ntotal // 10):
-            self._write_snapshot()
+        due = self._applied_seq - self._snapshot_seq >= max(SNAPSHOT_MIN_OPS, state.index.ntotal // 10)
+        if due and self._applied_seq >= self._next_snapshot_seq:
+            self._snapshot_if_possible()
 
     def _wanted_factory(self, n: int) -> str:
         config = self.config
@@ -450,8 +553,8 @@ class Collection:
                          self._count, state.recall if state.recall is not None else float("nan"))
                 return self.info()
 
-    def _replay(self) -> str | None:
-        """Bring the loaded snapshot up to date with the log; a problem (str) asks for a rebuild."""
+    def _replay(self) -> Damage | None:
+        """Bring the loaded snapshot up to date with the log; Damage asks for a rebuild."""
         added, removed = self._store.log_since(self._snapshot_seq)
         _apply(self._state, self._store, added, removed)
         self._applied_seq = self._store.last_seq()
@@ -459,25 +562,85 @@ class Collection:
         live = self._store.live_keys()
         missing = np.setdiff1d(live, ids, assume_unique=True)
         if len(missing):
-            return f"{len(missing)} items are in SQLite but neither in the snapshot nor in the log after it"
+            return Damage("log_gap",
+                          f"{len(missing)} items are in SQLite but neither in the snapshot nor in the log after it")
         if len(ids) != len(np.unique(ids)):
-            return "the snapshot holds a key twice"
+            return Damage("duplicate_key", "the snapshot holds a key twice")
         self._state.bury(np.setdiff1d(ids, live))
         if len(added) or len(removed):
             log.info("collection %s: replayed %d adds and %d removes from the log", self.name, len(added), len(removed))
         return None
 
+    def _self_check(self) -> Damage | None:
+        """Search for a sample of the items with their own vectors; Damage when too few find themselves.
+
+        Catches a snapshot whose checksum holds but whose contents are wrong (written from a
+        damaged index, or the pair replaced together). An item counts as found when its key is in
+        its top k or the best score is its own, ~1 (an identical vector may rank first).
+        """
+        if self._count == 0:
+            return None
+        sample = SELF_CHECK_SAMPLE
+        if self._state.exact:
+            sample = max(20, min(sample, SELF_CHECK_FLAT_BUDGET // max(1, self._state.index.ntotal * self.dim)))
+        keys, x = self._store.sample_vectors(sample, seed=2)  # (s,), (s, d)
+        if len(keys) == 0:
+            return None
+        k = min(RECALL_K, self._count)
+        scores, found = search_all(self._state, self._store, x, k, self._count)  # (s, k) each
+        # ~1, not >= 1: a damaged vector can score anything, far above 1 included.
+        hit = (found == keys[:, None]).any(axis=1) | (np.abs(scores[:, 0] - 1) <= 1e-4)
+        if hit.mean() >= SELF_CHECK_MIN:
+            return None
+        return Damage("self_check", f"only {int(hit.sum())} of {len(keys)} sampled items find themselves among their "
+                      f"top {k} by search (a sound index finds nearly all): the snapshot's contents are wrong")
+
+    def _recover(self, damage: Damage) -> None:
+        """Rebuild the index from SQLite after `damage`, loudly; count it for the metrics."""
+        self.recoveries[damage.reason] += 1
+        if damage.reason == "writes_lost":
+            self.warnings.append(damage.message)
+        level = logging.ERROR if damage.loud else logging.WARNING
+        log.log(level, "collection %s: rebuilding the FAISS index from SQLite (%s) [%s]", self.name,
+                damage.message, damage.reason)
+        try:
+            self.rebuild()
+        except StorageFullError as e:  # the rebuilt index is in use; only its snapshot is missing
+            log.warning("collection %s: the rebuilt index serves from memory, its snapshot was not written (%s)",
+                        self.name, e)
+
     def _write_snapshot(self) -> None:
         """Snapshot the in-memory index (see snapshots.py); then drop the log it covers."""
         seq = self._applied_seq
-        write_snapshot(self.path, self._store, self._state, self.config, seq=seq, count=self._count)
+        with full_disk_as_error(self.path):
+            write_snapshot(self.path, self._store, self._state, self.config, seq=seq, count=self._count)
         self._snapshot_seq = seq
         keep = seq if self._pinned_seq is None else min(seq, self._pinned_seq)
         if keep > 0:
-            self._store.truncate_log(keep)
+            try:
+                self._store.truncate_log(keep)
+            except StorageFullError:  # the log keeps entries the snapshot covers: replay skips them
+                pass
+
+    def _snapshot_if_possible(self) -> None:
+        """A due snapshot after a write: on a full disk it waits, and the write still stands."""
+        try:
+            self._write_snapshot()
+        except StorageFullError as e:
+            self._next_snapshot_seq = self._applied_seq + SNAPSHOT_RETRY_OPS
+            log.warning("collection %s: snapshot skipped (%s); the log keeps every write, start-up replays it",
+                        self.name, e)
 
 
 # --- helpers ------------------------------------------------------------------
+
+
+def _remove_collection_files(path: Path) -> None:
+    """What Collection.create writes into a directory (the lock file stays: see lock.py)."""
+    remove_database(path / SQLITE_FILE)
+    for snapshot in path.glob(SNAPSHOT_GLOB):
+        snapshot.unlink(missing_ok=True)
+    (path / INFO_FILE).unlink(missing_ok=True)
 
 
 def _build(store: ItemStore, config: IndexConfig, factory: str | None) -> IndexState:

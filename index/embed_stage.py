@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from vistas.images import DEFAULT_MAX_PIXELS, decode_image
+from vistas.images import DEFAULT_MAX_PIXELS, DEFAULT_REDUCE_ABOVE_PIXELS, Need, decode_image, larger_need
 from vistas.index.indexes import IndexConfig
-from vistas.index.thumbnails import make_thumbnail
+from vistas.index.thumbnails import make_thumbnail, thumbnail_size
 
 ENGINES = ("local", "ray")
 
@@ -48,6 +48,7 @@ class BuildConfig:
     resume: bool = True  # continue an interrupted job over the same source
     progress: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+    reduce_above_pixels: int = DEFAULT_REDUCE_ABOVE_PIXELS  # larger images are reduced on decode (vistas.images)
     ray_address: str | None = None  # None: the running Ray instance, or a new local one
     ray_actors: int = 1  # model replicas (Ray actors)
 
@@ -82,30 +83,45 @@ def decode_item(
 ) -> tuple[Row, Image.Image | None]:
     """(row without vector, image) or (row with error, None). `data`: bytes, a reader, or an error.
 
-    With a model that has `image_inputs`, the image is also preprocessed here (in the calling
-    decode thread), so the model's thread only runs the network."""
+    The image comes upright (EXIF orientation applied); with a model that says what size it needs
+    (`image_need`), one over `reduce_above_pixels` is reduced on decode to what the model and the
+    thumbnail need. With a model that has `image_inputs`, it is also preprocessed here (in the
+    calling decode thread), so the model's thread only runs the network, and then let go: None
+    comes back in its place."""
     row = Row(id=id, caption=caption, metadata=metadata)
     try:
         if isinstance(data, Exception):
             raise data
-        image = decode_image(data() if callable(data) else data, max_pixels=config.max_pixels)
+        blob = data() if callable(data) else data
+        image = decode_image(blob, config.max_pixels, _need(model, config), config.reduce_above_pixels)
         if config.thumbnails:
             row.thumbnail = make_thumbnail(image)
         if hasattr(model, "image_inputs") and hasattr(model, "runtime"):
             row.inputs = model.image_inputs([image])
+            return row, None  # a batch of decoded images would wait for the model: keep the inputs only
         return row, image
     except Exception as e:  # noqa: BLE001 - by contract nothing an item does stops the job
         row.code, row.error = getattr(e, "code", type(e).__name__), str(e)
         return row, None
 
 
+def _need(model, config: BuildConfig) -> Need | None:
+    """What decoding may reduce an image towards: the model's input and the thumbnail, or
+    nothing (full size) for a model that does not say."""
+    if not hasattr(model, "image_need"):
+        return None
+    return larger_need(model.image_need, thumbnail_size) if config.thumbnails else model.image_need
+
+
 def embed_batch(model: ImageEmbedder, decoded: Iterable[tuple[Row, Image.Image | None]]) -> list[Row]:
     decoded = list(decoded)
-    ok = [(row, image) for row, image in decoded if image is not None]
+    ok = [(row, image) for row, image in decoded if row.error is None]
     if ok:
         batched = _stack_inputs([row.inputs for row, _ in ok])
         if batched is not None:
             vectors = model.runtime.run("image", batched)  # (n, D), L2-normalised
+        elif all(row.inputs is not None for row, _ in ok):  # inputs that do not stack: one call each
+            vectors = np.concatenate([model.runtime.run("image", row.inputs) for row, _ in ok])
         else:
             vectors = model.embed_images([image for _, image in ok])
         for (row, _), v in zip(ok, vectors):

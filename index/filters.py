@@ -6,7 +6,9 @@
     {"year": {"$gte": 2000, "$lt": 2010}}  numeric range ($gt, $gte, $lt, $lte)
 
 Several keys are ANDed. Keys are top-level metadata keys. Values keep their JSON
-type: 1 matches the number 1, never "1" or true; ranges match numbers only.
+type: 1 matches the number 1, never "1" or true; ranges match numbers only. Integers are
+SQLite's: signed 64-bit. A filter holds at most MAX_CONDITIONS conditions (key/operator
+pairs) and MAX_IN_VALUES values in all its $in lists.
 
 SQLite evaluates the clause with its JSON functions over the stored metadata. Key
 paths and values are bound as parameters, never spliced into the SQL text.
@@ -17,12 +19,23 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+from vistas.unicode import check_unicode
+
 RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$in", *RANGE_OPS)
 
 # json_type() names. Booleans are tested by type alone, because json_extract() turns
 # true/false into 1/0 and would otherwise equal the numbers 1 and 0.
 _NUMBER_TYPES = "('integer', 'real')"
+
+# Bounds of one filter. Far above what people write by hand, and they keep one filter's SQL
+# inside SQLite's limits whatever the build: 32,766 bound parameters (SQLITE_MAX_VARIABLE_NUMBER's
+# default; a condition binds at most 5 besides its values) and an expression depth of 1,000
+# (SQLITE_MAX_EXPR_DEPTH; each ANDed condition adds one level). Past them SQLite fails the query.
+MAX_CONDITIONS = 100
+MAX_IN_VALUES = 10_000  # in all $in lists together; Pinecone's limit for one $in list
+# SQLite's INTEGER: the type metadata integers are stored and compared in. Larger ones cannot be bound.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def compile_filter(filter: dict | None) -> tuple[str, list]:
@@ -35,6 +48,18 @@ def compile_filter(filter: dict | None) -> tuple[str, list]:
         return "1", []
     if not isinstance(filter, dict):
         raise ValueError(f"filter must be a dict like {{'kind': 'digit'}}, got {type(filter).__name__}")
+    conditions = sum(len(c) if isinstance(c, dict) else 1 for c in filter.values())
+    if conditions > MAX_CONDITIONS:
+        raise ValueError(
+            f"filter has {conditions} conditions (keys and operators), over the limit of {MAX_CONDITIONS} "
+            "(vistas.index.filters.MAX_CONDITIONS); filter on fewer keys, or use $in for many values of one key"
+        )
+    in_values = sum(len(v) for c in filter.values() if isinstance(c, dict) and isinstance(v := c.get("$in"), (list, tuple)))
+    if in_values > MAX_IN_VALUES:
+        raise ValueError(
+            f"filter has {in_values} $in values, over the limit of {MAX_IN_VALUES} in all "
+            "(vistas.index.filters.MAX_IN_VALUES); split the search into several, or filter on a coarser key"
+        )
     clauses, params = [], []
     for key, cond in filter.items():
         path = _json_path(key)
@@ -55,6 +80,7 @@ def compile_filter(filter: dict | None) -> tuple[str, list]:
 def _json_path(key) -> str:
     if not isinstance(key, str) or not key or '"' in key or "\\" in key:
         raise ValueError(f"filter key {key!r} must be a non-empty string without quotes or backslashes")
+    check_unicode(key, f"filter key {key!r}")
     return f'$."{key}"'
 
 
@@ -67,7 +93,7 @@ def _operator(key: str, path: str, op: str, value) -> tuple[str, list]:
         if not _is_number(value):
             raise ValueError(f"filter {key!r}: {op} needs a finite number, got {value!r}")
         sql = f"json_type(metadata, ?) IN {_NUMBER_TYPES} AND json_extract(metadata, ?) {RANGE_OPS[op]} ?"
-        return sql, [path, path, _plain(value)]
+        return sql, [path, path, _plain(key, value)]
     raise ValueError(f"filter {key!r}: unknown operator {op!r}; supported: {', '.join(OPERATORS)}")
 
 
@@ -76,8 +102,9 @@ def _equals(key: str, path: str, value) -> tuple[str, list]:
         return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
     if _is_number(value):
         sql = f"json_type(metadata, ?) IN {_NUMBER_TYPES} AND json_extract(metadata, ?) = ?"
-        return sql, [path, path, _plain(value)]
+        return sql, [path, path, _plain(key, value)]
     if isinstance(value, str):
+        check_unicode(value, f"filter {key!r}")
         return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [path, path, value]
     raise ValueError(
         f"filter {key!r}: cannot compare with {value!r}; equality takes a str, int, float or bool "
@@ -91,8 +118,9 @@ def _member(key: str, path: str, values) -> tuple[str, list]:
     # Grouped by JSON type so one IN (...) per type keeps the SQL expression shallow
     # however long the list is (SQLite caps expression depth at 1000).
     bools = {v for v in values if isinstance(v, bool)}
-    numbers = [_plain(v) for v in values if _is_number(v)]
+    numbers = [_plain(key, v) for v in values if _is_number(v)]
     strings = [v for v in values if isinstance(v, str)]
+    check_unicode(list(values), f"filter {key!r}: $in")
     if len(bools) + len(numbers) + len(strings) != len(values):
         bad = next(v for v in values if not isinstance(v, (bool, str)) and not _is_number(v))
         raise ValueError(f"filter {key!r}: $in values must be str, int, float or bool, got {bad!r}")
@@ -115,9 +143,20 @@ def _member(key: str, path: str, values) -> tuple[str, list]:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    return isinstance(value, Integral) or math.isfinite(value)  # isfinite(10**400) would raise
 
 
-def _plain(number: Real) -> int | float:
+def _plain(key: str, number: Real) -> int | float:
     """numpy scalars -> Python int/float: sqlite3 cannot bind np.int64."""
-    return int(number) if isinstance(number, Integral) else float(number)
+    if not isinstance(number, Integral):
+        return float(number)
+    if not INT64_MIN <= number <= INT64_MAX:
+        digits = len(str(abs(number)))
+        shown = f"the integer {number}" if digits <= 40 else f"an integer of {digits} digits"
+        raise ValueError(
+            f"filter {key!r}: {shown} is outside the signed 64-bit range [{INT64_MIN}, {INT64_MAX}] "
+            "that metadata integers are compared in; send a float (e.g. 1.8e19) to compare beyond it"
+        )
+    return int(number)

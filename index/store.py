@@ -25,6 +25,7 @@ whose transactions see one consistent state while the writer goes on (index rebu
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vistas.atomic import fsync_dir
+from vistas.index.disk import StorageFullError, full_disk_as_error, is_full_disk
 from vistas.index.filters import compile_filter
+from vistas.unicode import check_unicode
 
 SQLITE_FILE = "collection.sqlite"
 SCHEMA_VERSION = 2
@@ -74,32 +78,71 @@ class ItemStore:
             raise ValueError(f"{path} is not a vistas collection database ({e})") from None
         version = int(settings.get("schema_version", -1))
         if version not in (1, SCHEMA_VERSION):
+            conn.close()
             raise ValueError(f"{path}: schema_version {version} is not supported (this vistas reads 1 and {SCHEMA_VERSION})")
         if version == 1:
             self._upgrade_from_1()
         self.dim = int(settings["dim"])
         self.space_id = settings["space_id"]
-        self.name = settings["name"]
+        # The directory is the collection's identity: a copied directory answers under its new
+        # name, never under the one recorded when the file was made (`stored_name`).
+        self.name = path.parent.name
+        self.stored_name = settings["name"]
 
     @classmethod
     def create(cls, path: str | Path, *, dim: int, space_id: str, name: str) -> "ItemStore":
+        """A new, complete database at `path`, or nothing there at all.
+
+        It is made as `<path>.new`, checkpointed into that one file, and renamed to `path`: a
+        `path` that exists is a whole collection. (Made in place, a full disk left an empty
+        file that every later write and every start-up of the server failed on.)
+        """
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"{path} already exists; open it with Collection.open or pick another directory")
-        conn = _connect(path, page_size=PAGE_SIZE)
+        tmp = path.with_name(path.name + ".new")
+        remove_database(tmp)  # left by a crash during an earlier create
         settings = {"schema_version": SCHEMA_VERSION, "dim": dim, "space_id": space_id, "name": name}
-        with _transaction(conn):  # schema and settings land together or not at all
-            for statement in _TABLES.values():
-                conn.execute(statement)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in settings.items()])
-        return cls(conn, path)
+        try:
+            with full_disk_as_error(path):
+                conn = _connect(tmp, page_size=PAGE_SIZE)
+                try:
+                    with _transaction(conn):  # schema and settings land together or not at all
+                        for statement in _TABLES.values():
+                            conn.execute(statement)
+                        conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in settings.items()])
+                    # Everything into the main file, so that the rename moves all of it.
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    conn.close()
+                if busy or _wal_size(tmp):
+                    raise OSError(f"could not checkpoint the new database {tmp} into one file")
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                fsync_dir(path.parent)
+        except BaseException:
+            remove_database(tmp)
+            raise
+        return cls.open(path)
 
     @classmethod
     def open(cls, path: str | Path) -> "ItemStore":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a vistas collection (make one with Collection.create)")
-        return cls(_connect(path), path)
+        with full_disk_as_error(path):
+            try:
+                # Read before anything writes (setting WAL mode would): a damaged file stays as it is.
+                conn = _connect(path, check=lambda c: c.execute("SELECT name, value FROM meta").fetchall())
+            except sqlite3.DatabaseError as e:
+                if is_full_disk(e, path):  # re-raised as StorageFullError just above
+                    raise
+                raise ValueError(
+                    f"{path} is not a vistas collection database ({e}): it is damaged, or was never complete. "
+                    "Restore the directory from a backup, or move it out of the index directory"
+                ) from None
+            return cls(conn, path)
 
     def reader(self) -> "ItemStore":
         """A second connection to the same file, for long reads beside the writer."""
@@ -289,32 +332,65 @@ def _keys(keys) -> np.ndarray:
 
 
 def _dump_metadata(id: str, metadata: dict) -> str:
+    # A lone surrogate would be stored (escaped) and then break every read that returns the item.
+    check_unicode(id, f"item id {id!r}")
+    check_unicode(metadata, f"item {id!r}: metadata")
     try:
         return json.dumps(metadata, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata of item {id!r} is not JSON (a dict of str/number/bool/list/dict): {e}") from None
 
 
-def _connect(path: Path, page_size: int | None = None) -> sqlite3.Connection:
+def _connect(path: Path, page_size: int | None = None, check=None) -> sqlite3.Connection:
+    """A connection in WAL mode; `check(conn)` runs first, before anything can write."""
     # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
     # server calls from worker threads, and Collection holds a lock around every call.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    if page_size:  # only before the first table and before WAL mode
-        conn.execute(f"PRAGMA page_size = {int(page_size)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        if check is not None:
+            check(conn)
+        if page_size:  # only before the first table and before WAL mode
+            conn.execute(f"PRAGMA page_size = {int(page_size)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection):
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back by itself (SQLITE_FULL can do that); a second
+            # ROLLBACK would raise and hide the error that matters.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except (sqlite3.Error, OSError) as e:
+        if isinstance(e, StorageFullError):
+            raise
+        row = conn.execute("PRAGMA database_list").fetchone()  # (seq, "main", file)
+        path = row[2] if row and row[2] else None
+        if not is_full_disk(e, path):
+            raise
+        raise StorageFullError(path or "the collection database", str(e)) from e
+
+
+def _wal_size(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def remove_database(path: Path) -> None:
+    """An SQLite database and the files beside it (-wal, -shm, -journal), where they exist."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _chunks(seq: list) -> Iterator[list]:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from vistas.bundle import TEXT_INPUT, BundleSpec
-from vistas.inputs import image_inputs
+from vistas.inputs import image_inputs, input_size
 from vistas.tokenizer import Tokenizer
 
 # The label alone plus CLIP's most common ImageNet prompt. Clients with a domain
@@ -86,6 +86,21 @@ class ServedModel:
         """RGB PIL images -> the image tower's named input tensors, batch first: pixels
         (B, 3, H, W), or NaFlex patches, mask and spatial shapes (`vistas.inputs`)."""
         return image_inputs(images, self.spec.preprocess.image)
+
+    def image_need(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an upright image -> the size this model's preprocessing resizes it to,
+        what decoding may reduce it towards (`vistas.images.open_image(need=...)`)."""
+        return input_size(self.spec.preprocess.image, width, height)
+
+    def embed_image_inputs(self, per_image: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """Tower inputs of single images (each `image_inputs([image])`, (1, ...)) -> float32 (B, D).
+
+        Callers preprocess each image as soon as it is decoded and let the image go, so a
+        request holds model inputs, not decoded images, until the model runs."""
+        if not per_image:
+            return np.zeros((0, self.dim), np.float32)
+        names = per_image[0].keys()
+        return self.runtime.run("image", {n: np.concatenate([x[n] for x in per_image]) for n in names})
 
     def text_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Strings -> the text tower's named input tensors, batch first."""

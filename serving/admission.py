@@ -7,22 +7,29 @@
 * Concurrency: beyond `max_concurrent_requests` requests in progress, 429 `server_busy`.
   Each request in progress holds at most one worker thread, and the app sizes its thread
   pool to this cap, so an admitted request never waits for a thread.
+* Slow bodies: a request counts against that cap only once its whole body is in (at most
+  `max_body_bytes`: BodySizeLimit wraps this middleware), else clients that send headers and
+  then trickle the body would hold every slot while the server does nothing (slowloris). The
+  body must arrive within `body_timeout_s` of the headers; else 408 `request_timeout`, and
+  the connection is closed since the rest of the body may still come.
 
 Public paths (probes, /metrics) are never limited.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections import OrderedDict
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vistas.serving.auth import is_public
 from vistas.serving.context import current_request
 from vistas.serving.errors import error_response
+from vistas.serving.limits import content_length
 
 # Bounds the memory of the buckets when callers are client addresses (anyone can be one);
 # the least recently seen caller is forgotten first, i.e. gets a full bucket again.
@@ -67,10 +74,12 @@ class Admission:
         max_concurrent: int,
         rate_per_s: float | None = None,
         burst: int | None = None,
+        body_timeout_s: float = 60.0,
     ):
         self.app = app
         self.public = tuple(public_paths)
         self.max_concurrent = max_concurrent
+        self.body_timeout_s = body_timeout_s
         self.buckets = TokenBuckets(rate_per_s, burst) if rate_per_s else None
         self.in_progress = 0  # touched only from the event loop
 
@@ -91,6 +100,25 @@ class Admission:
                 )
                 await response(scope, receive, send)
                 return
+        reader = _BodyReader(receive)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await reader.read()
+        except TimeoutError:
+            declared = content_length(scope)
+            of = f" of {declared}" if declared is not None else ""
+            response = error_response(
+                408,
+                "request_timeout",
+                f"The request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s): "
+                f"{reader.size}{of} bytes came. Send the body right after the headers, or ask the operator "
+                "for a longer body_timeout_s.",
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        if body is None:  # the client left before sending its body: nobody to answer
+            return
         if self.in_progress >= self.max_concurrent:
             response = error_response(
                 429,
@@ -101,11 +129,44 @@ class Admission:
             )
             await response(scope, receive, send)
             return
+        replay = _replay(body, receive)
+        del body  # the app then holds the only reference (a multipart parser spools it to disk and drops it)
         self.in_progress += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, replay, send)
         finally:
             self.in_progress -= 1
+
+
+class _BodyReader:
+    def __init__(self, receive: Receive):
+        self.receive = receive
+        self.size = 0  # bytes so far, for the 408's message
+
+    async def read(self) -> bytes | None:
+        """The whole request body, or None when the client disconnects first."""
+        chunks = []
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            self.size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then passes through (disconnects)."""
+    held = [body]  # handed over, not kept: the request may run long after its body is parsed
+
+    async def replay() -> Message:
+        if held:
+            return {"type": "http.request", "body": held.pop(), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _caller(scope: Scope) -> str:

@@ -9,16 +9,20 @@ so the comparison time says nothing about how much of a key matched. Logs and ra
 limits name a caller by a short digest ("key-1a2b3c4d"), never by the key.
 
 Answers follow RFC 6750: 401 with `WWW-Authenticate: Bearer ...` when the key is
-missing (`missing_api_key`) or unknown (`invalid_api_key`).
+missing (`missing_api_key`) or unknown (`invalid_api_key`). Unknown keys are throttled per
+client address (vistas.serving.auth_throttle): past `auth_failure_limit` of them within
+`auth_failure_window_s`, 429 `too_many_auth_failures` with `Retry-After`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vistas.serving.auth_throttle import FailedAuth
 from vistas.serving.context import current_request
 from vistas.serving.errors import error_response
 
@@ -70,14 +74,28 @@ def is_public(path: str, public_paths: tuple[str, ...]) -> bool:
 class BearerAuth:
     """Pure ASGI middleware; a no-op when no key is configured."""
 
-    def __init__(self, app: ASGIApp, keys: APIKeys, public_paths: list[str]):
+    def __init__(self, app: ASGIApp, keys: APIKeys, public_paths: list[str], failed: FailedAuth | None = None):
         self.app = app
         self.keys = keys
         self.public = tuple(public_paths)
+        self.failed = failed if failed is not None else FailedAuth(limit=10, window_s=60.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or is_public(scope["path"], self.public):
             await self.app(scope, receive, send)
+            return
+        address = _address(scope)
+        if (wait := self.failed.blocked_for(address)) > 0:
+            seconds = math.ceil(wait)
+            response = error_response(
+                429,
+                "too_many_auth_failures",
+                f"This address sent {self.failed.limit} requests with a wrong API key within "
+                f"{self.failed.window_s:g} s (auth_failure_limit, auth_failure_window_s); retry in {seconds} s "
+                "with the key you were given.",
+                headers={"Retry-After": str(seconds)},
+            )
+            await response(scope, receive, send)
             return
         scheme, _, token = _authorization(scope).partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -91,6 +109,7 @@ class BearerAuth:
             return
         caller = self.keys.check(token.strip())
         if caller is None:
+            self.failed.record(address)
             response = error_response(
                 401,
                 "invalid_api_key",
@@ -109,3 +128,8 @@ def _authorization(scope: Scope) -> str:
         if name == b"authorization":
             return value.decode("latin-1").strip()
     return ""
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"

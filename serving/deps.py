@@ -15,6 +15,7 @@ from vistas.index import Collection, CollectionNotFoundError, Collections, Space
 from vistas.inference.model import ServedModel
 from vistas.serving.context import current_request
 from vistas.serving.errors import APIError
+from vistas.serving.parsing import ImageDecoding
 from vistas.serving.settings import Settings
 
 
@@ -37,17 +38,23 @@ async def get_models(request: Request) -> dict[str, ServedModel]:
 
 async def get_collections(request: Request) -> Collections:
     collections = request.app.state.collections
-    if collections is None:
+    if collections is None:  # the index directory could not be used (see vistas.serving.lifecycle)
+        why = getattr(request.app.state, "collections_error", None) or "the server has no index directory"
         raise APIError(
             503,
             "no_index",
-            "This server has no index directory, so it has no collections; "
-            "start it with --index DIR (or VISTAS_INDEX_DIR).",
+            f"Collections are unavailable: {why}. Give the server a writable directory with --index DIR "
+            "(VISTAS_INDEX_DIR) or VISTAS_DATA_DIR, and restart it.",
         )
     return collections
 
 
+async def get_image_decoding(request: Request) -> ImageDecoding:
+    return request.app.state.image_decoding
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ImageDecodingDep = Annotated[ImageDecoding, Depends(get_image_decoding)]
 ModelsDep = Annotated[dict[str, ServedModel], Depends(get_models)]
 CollectionsDep = Annotated[Collections, Depends(get_collections)]
 

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vistas.images import ImageError
+from vistas.index import CollectionUnavailableError, StorageFullError
 from vistas.inference.runtimes import RemoteRuntimeError
 from vistas.serving.batching import ClientGone, QueueFull, QueueTimeout, ShuttingDown
 from vistas.serving.context import note_error
@@ -136,6 +137,21 @@ async def _remote_error(request: Request, exc: RemoteRuntimeError) -> JSONRespon
     return error_response(502, "upstream_error", f"The inference server behind vistas failed: {exc}")
 
 
+async def _storage_full(request: Request, exc: StorageFullError) -> JSONResponse:
+    # 507 Insufficient Storage (RFC 4918): the request was fine, the server has no room to keep it.
+    log.error("%s %s refused, the disk is full: %s", request.method, request.url.path, exc)
+    return error_response(
+        507,
+        "insufficient_storage",
+        "The server's disk is full: this write was not stored, and nothing changed. Retry once space is freed "
+        "(the server log names the file system).",
+    )
+
+
+async def _collection_unavailable(request: Request, exc: CollectionUnavailableError) -> JSONResponse:
+    return error_response(503, "collection_unavailable", str(exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "The server failed to handle this request; it has been logged.")
@@ -151,4 +167,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(RemoteRuntimeError, _remote_error)
+    app.add_exception_handler(StorageFullError, _storage_full)
+    app.add_exception_handler(CollectionUnavailableError, _collection_unavailable)
     app.add_exception_handler(Exception, _unexpected)

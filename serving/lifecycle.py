@@ -7,6 +7,11 @@
                `draining` so load balancers stop sending, while every request already
                accepted, queued or running still gets its answer.
 
+Collections live under `settings.index_path()` (by default `<data_dir>/index`). A collection that
+cannot be opened is reported, not fatal (vistas.index.registry); an index directory that cannot
+be used at all (no permission) leaves the embedding routes serving and the collection routes
+answering 503 `no_index` with the reason.
+
 At shutdown the batching queues are drained before the runtimes are released, and the
 collections write their FAISS snapshots.
 """
@@ -80,9 +85,10 @@ def lifespan_for(settings: Settings):
                 loader.start()
             else:
                 await run_in_threadpool(_load, app, settings)
-        owned_collections = state.collections is None and settings.index_dir is not None
+        owned_collections = state.collections is None
         if owned_collections:
-            state.collections = await run_in_threadpool(Collections, settings.index_dir)
+            state.collections = await run_in_threadpool(_open_collections, app, settings)
+        state.metrics.watch_collections(lambda: state.collections)
         if loader is None:
             set_phase(app, READY)
         try:
@@ -95,10 +101,25 @@ def lifespan_for(settings: Settings):
                 # Uvicorn has finished the requests it accepted; this drains anything still queued.
                 for model in state.models.values():
                     await run_in_threadpool(model.close)
-            if owned_collections:
+            if owned_collections and state.collections is not None:
                 state.collections.close()  # writes the FAISS snapshots: a fast start next time
 
     return lifespan
+
+
+def _open_collections(app: FastAPI, settings: Settings) -> Collections | None:
+    root = settings.index_path()
+    try:
+        collections = Collections(root)
+    except OSError as e:  # the root itself: no permission, a read-only or full file system
+        app.state.collections_error = f"the index directory {str(root)!r} cannot be used ({e})"
+        log.error("collections are off: %s; set index_dir (VISTAS_INDEX_DIR) or data_dir (VISTAS_DATA_DIR) "
+                  "to a writable directory", app.state.collections_error)
+        return None
+    unavailable = collections.unavailable()
+    log.info("collections in %s: %d served%s", root, len(collections.names()),
+             f", {len(unavailable)} unavailable ({', '.join(unavailable)})" if unavailable else "")
+    return collections
 
 
 def _load_logged(app: FastAPI, settings: Settings) -> None:

@@ -34,7 +34,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
 
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared == -1:
             await _reply(scope, receive, send, APIError(400, "bad_request", "Content-Length is not a valid integer."))
             return
@@ -70,7 +70,7 @@ class BodySizeLimit:
             await _reply(scope, receive, send, exc)
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     """The declared body length, None when absent, -1 when malformed."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":

@@ -46,6 +46,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """For people at a terminal: `2025-01-01 12:00:00.123  INFO vistas.access: POST /v1/embed 200  latency_ms=12.3 ...`.
+
+    The fields of a JSON line follow the message as key=value, those the message already says
+    (method, path, status, route) left out, and a traceback on the lines below.
+    """
+
+    IN_MESSAGE = frozenset({"method", "path", "status", "route"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        line = f"{ts} {record.levelname:>5} {record.name}: {record.getMessage()}"
+        fields = {}
+        ctx = current_request()
+        if ctx is not None:
+            fields["request_id"] = ctx.id
+        fields.update(getattr(record, "fields", None) or {})
+        extra = [f"{k}={v}" for k, v in fields.items() if v is not None and k not in self.IN_MESSAGE]
+        if extra:
+            line += "  " + " ".join(extra)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 class QueuedLineHandler(logging.Handler):
     """Formats each record in the logging thread (where its request id is), writes it from a
     daemon thread; never blocks the logging thread: a full queue drops the line and counts it.
@@ -133,18 +158,19 @@ def dropped_records() -> int:
     return getattr(_handler, "dropped", 0)
 
 
-def configure_logging(level: str = "info", fmt: str = "json", queue_size: int = 10_000) -> logging.Handler:
+def configure_logging(level: str = "info", fmt: str = "auto", queue_size: int = 10_000) -> logging.Handler:
     """Root logging for `vistas serve`: uvicorn's own loggers propagate here (no access log of its own).
 
+    fmt: "json", "text", or "auto": text when stderr is a terminal (a person reads it), JSON
+    otherwise (a log collector does), as TEI and Qdrant choose.
     queue_size: lines buffered for the writer thread (see the module docstring); 0: the logging
     thread writes to stderr itself and waits for it.
     """
     global _handler
+    if fmt == "auto":
+        fmt = "text" if _is_terminal(sys.stderr) else "json"
     handler = QueuedLineHandler(maxsize=queue_size) if queue_size > 0 else logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers:
         if old is _handler:
@@ -156,3 +182,10 @@ def configure_logging(level: str = "info", fmt: str = "json", queue_size: int = 
         logging.getLogger(name).propagate = True
     _handler = handler
     return handler
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

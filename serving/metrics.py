@@ -12,6 +12,13 @@ Batching (recorded by vistas.serving.batching's worker threads, per model and to
     vistas_queue_wait_seconds{model,tower}                    histogram, a request's wait for its batch
     vistas_queue_depth{model,tower}                           gauge, requests waiting (read at scrape)
     vistas_batch_dropped_total{model,tower}                   counter, queued requests whose client left
+Collections (read at scrape time from the app's vistas.index.Collections):
+    vistas_collection_unavailable{collection}                 gauge, 1 per collection on disk that could not
+                                                              be opened (damaged, locked by another process)
+    vistas_collection_recoveries_total{collection,reason}     counter, index rebuilds from SQLite at open,
+                                                              by what was wrong (snapshot_checksum, info_checksum,
+                                                              self_check, writes_lost, log_gap, ...: see
+                                                              vistas.index.snapshots.Damage)
 Server:
     vistas_ready                                              gauge, 1 when models are loaded and not draining
     vistas_log_records_dropped_total                          counter, log lines dropped because stderr
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 - re-exported for the route
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from vistas.serving.batching import BatchObserver, BatchStats
 from vistas.serving.logs import dropped_records
@@ -74,6 +81,8 @@ class Metrics:
         )
         self.ready = Gauge("vistas_ready", "1 when the models are loaded and the server is not draining.", registry=r)
         r.register(_DroppedLogRecords())
+        self._collections = _CollectionHealth()
+        r.register(self._collections)
 
     def request_done(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -107,6 +116,10 @@ class Metrics:
             for tower in ("image", "text"):
                 self.queue_depth.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.queue_depth(t))
 
+    def watch_collections(self, source) -> None:
+        """`source()` -> the app's Collections (or None), read at each scrape."""
+        self._collections.source = source
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -122,3 +135,34 @@ class _DroppedLogRecords:
 
     def describe(self):
         return [CounterMetricFamily("vistas_log_records_dropped", "")]
+
+
+class _CollectionHealth:
+    """Unavailable collections and index recoveries, read from the collections at scrape time
+    (the recoveries happen while the collections open, before any request)."""
+
+    def __init__(self):
+        self.source = lambda: None
+
+    def collect(self):
+        unavailable = GaugeMetricFamily(
+            "vistas_collection_unavailable", "1 for each collection on disk that could not be opened.",
+            labels=["collection"],
+        )
+        recoveries = CounterMetricFamily(
+            "vistas_collection_recoveries", "Index rebuilds from SQLite at open, by what was wrong with the index.",
+            labels=["collection", "reason"],
+        )
+        collections = self.source()
+        if collections is not None:
+            for name in collections.unavailable():
+                unavailable.add_metric([name], 1)
+            for collection in collections.all():
+                for reason, n in sorted(collection.recoveries.items()):
+                    recoveries.add_metric([collection.name, reason], n)
+        yield unavailable
+        yield recoveries
+
+    def describe(self):
+        return [GaugeMetricFamily("vistas_collection_unavailable", "", labels=["collection"]),
+                CounterMetricFamily("vistas_collection_recoveries", "", labels=["collection", "reason"])]

@@ -10,6 +10,9 @@ import base64
 import binascii
 import json
 import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -19,11 +22,14 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from vistas.images import ImageError, decode_image
+from vistas.images import ImageError, Need, open_image
 from vistas.serving.errors import APIError, image_error
+from vistas.serving.pixel_budget import PixelBudget, PixelBudgetTimeout
+from vistas.unicode import find_lone_surrogate, json_may_hold_surrogate, lone_surrogate, surrogate_message
 
 JSON, MULTIPART = "json", "multipart"
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def body_kind(request: Request, *, multipart: bool = True) -> str:
@@ -43,8 +49,19 @@ def body_kind(request: Request, *, multipart: bool = True) -> str:
 
 
 async def require_json(request: Request) -> None:
-    """Dependency for JSON-only routes: a wrong Content-Type is 415, not a confusing 422 (async: no thread hop)."""
+    """Dependency for JSON-only routes: a wrong Content-Type is 415, not a confusing 422; a string
+    that is not Unicode text is 400 (check_json_text). Async: no thread hop."""
     body_kind(request, multipart=False)
+    raw = await request.body()  # FastAPI has read and parsed the body already: both are cached
+    if json_may_hold_surrogate(raw):
+        check_json_text(raw, await request.json())
+
+
+def check_json_text(raw: bytes, doc) -> None:
+    """400 `invalid_text` naming the field and character when a string of the JSON body `doc`
+    (parsed from `raw`), key or value, is not Unicode text (vistas.unicode)."""
+    if json_may_hold_surrogate(raw) and (message := find_lone_surrogate(doc)) is not None:
+        raise APIError(400, "invalid_text", message)
 
 
 async def read_json(request: Request) -> dict:
@@ -56,8 +73,13 @@ async def read_json(request: Request) -> dict:
         raise APIError(400, "invalid_json", f"body: not valid JSON ({e}).") from None
     except RecursionError:
         raise APIError(400, "invalid_json", "body: the JSON nests too deeply.") from None
+    except ValueError:  # Python's int parsing limit (sys.get_int_max_str_digits), not JSON syntax
+        raise APIError(
+            400, "invalid_json", f"body: a number has over {sys.get_int_max_str_digits()} digits; send fewer."
+        ) from None
     if not isinstance(data, dict):
         raise APIError(400, "invalid_json", f"The body must be a JSON object, got {type(data).__name__}.")
+    check_json_text(raw, data)
     return data
 
 
@@ -138,7 +160,10 @@ def check_count(name: str, n: int, limit: int, setting: str) -> None:
 
 
 def check_texts(name: str, texts: list[str], max_chars: int) -> None:
+    """Every text a model will see: Unicode text (also where it came as multipart or BYTES), not too long."""
     for i, t in enumerate(texts):
+        if (at := lone_surrogate(t)) is not None:
+            raise APIError(400, "invalid_text", surrogate_message(f"{name}[{i}]", t, at))
         if len(t) > max_chars:
             raise APIError(
                 422,
@@ -159,13 +184,61 @@ def unit_vector(values: list[float], dim: int, where: str) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def decode_images(blobs: list[tuple[str, bytes]], max_pixels: int) -> list[Image.Image]:
-    """(where, image bytes) pairs -> RGB PIL images; the first bad one fails the request,
-    named by `where` (e.g. "images[2]"). CPU-bound: call it from the threadpool."""
-    images = []
+@dataclass(frozen=True)
+class ImageDecoding:
+    """The limits every route decodes request images within (README, Settings: request limits)."""
+
+    max_image_pixels: int
+    max_request_pixels: int
+    reduce_above_pixels: int
+    budget: PixelBudget  # shared by all requests of the app
+    wait_s: float  # longest wait for room in the budget
+
+    @classmethod
+    def from_settings(cls, settings) -> ImageDecoding:
+        return cls(
+            settings.max_image_pixels,
+            settings.max_request_pixels,
+            settings.reduce_above_pixels,
+            PixelBudget(settings.max_pixels_in_flight),
+            settings.batch_timeout_s,
+        )
+
+
+def decode_images(
+    blobs: list[tuple[str, bytes]], decoding: ImageDecoding, need: Need, use: Callable[[Image.Image], T] | None = None
+) -> list[T]:
+    """(where, image bytes) pairs -> `use(image)` of each upright RGB image, in order.
+
+    Every header is read and the request's pixels checked before any image is decoded. Then the
+    images are decoded one at a time, each within the app's pixel budget and reduced for `need`
+    (`vistas.images.open_image`), and handed to `use` (say, the model's preprocessing) before
+    the next: a request never holds more than one full-size image. The first bad image fails
+    the request, named by `where` (e.g. "images[2]"). CPU-bound and blocking: call it from the
+    threadpool."""
+    pending = []
     for where, data in blobs:
         try:
-            images.append(decode_image(data, max_pixels=max_pixels))
+            pending.append((where, open_image(data, decoding.max_image_pixels, need, decoding.reduce_above_pixels)))
         except ImageError as e:
             raise image_error(e, where) from None
-    return images
+    total = sum(image.pixels for _, image in pending)
+    if total > decoding.max_request_pixels:
+        raise APIError(
+            413,
+            "too_many_pixels",
+            f"The {len(pending)} images of this request decode to {total} pixels in total, over this "
+            f"server's limit of {decoding.max_request_pixels} (max_request_pixels); send fewer or smaller images.",
+        )
+    out = []
+    for where, image in pending:
+        try:
+            with decoding.budget.hold(image.pixels, decoding.wait_s):
+                decoded = image.decode()  # the full-size pixels are gone when this returns
+        except ImageError as e:
+            raise image_error(e, where) from None
+        except PixelBudgetTimeout as e:
+            raise APIError(503, "queue_timeout", f"{where}: {e}", headers={"Retry-After": "1"}) from None
+        out.append(use(decoded) if use is not None else decoded)
+        del decoded  # preprocessed: only what `use` kept stays
+    return out

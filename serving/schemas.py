@@ -160,6 +160,11 @@ class CollectionInfo(BaseModel):
 
 class CollectionsResponse(BaseModel):
     collections: list[CollectionInfo]
+    unavailable: dict[str, str] = Field(
+        default_factory=dict,
+        description="Collections on disk this server could not open (damaged, or held by another process): "
+        "name -> why. They answer 503 collection_unavailable.",
+    )
 
 
 class ItemResponse(BaseModel):
@@ -187,6 +192,14 @@ class ModelsResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class ReadyResponse(HealthResponse):
+    collections: dict[str, str] | None = Field(
+        None,
+        description="Only when some need attention: collection -> what is wrong (not opened, or acknowledged "
+        "writes lost). The server is still ready: every other collection and every route is served.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -13,6 +13,7 @@ Graceful shutdown on SIGTERM (or Ctrl-C):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import socket
@@ -44,34 +45,55 @@ def serve(
     (`settings_file` or $VISTAS_SETTINGS_FILE), then the defaults.
     """
     from vistas.serving.logs import configure_logging
+    from vistas.serving.preflight import check_bundles, listen_socket
     from vistas.serving.settings import Settings
 
     given = {"index_dir": index_dir, "host": host, "port": port}
     overrides = {"bundles": list(bundles), **{k: v for k, v in given.items() if v is not None}, **settings_overrides}
     settings = Settings.from_file(settings_file, **overrides)
+    # Mistakes fixed from one sentence (vistas.serving.preflight.CannotServe) fail here, before any log line.
+    check_bundles(settings.bundles)
+    sock = listen_socket(settings.host, settings.port)
     handler = configure_logging(settings.log_level, settings.log_format, settings.log_queue_size)
     try:
-        _run(settings)
+        _run(settings, sock)
     finally:
+        sock.close()
         handler.close()  # write the lines still queued (bounded wait: stderr may never drain)
 
 
-def _run(settings) -> None:
+def _run(settings, sock: socket.socket) -> None:
     from vistas.serving.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         log_config=None,  # ours (configure_logging)
         access_log=False,  # vistas.serving.observe logs one structured line per request instead
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     server = DrainingServer(config, app, delay_s=settings.shutdown_delay_s)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(3)  # as uvicorn.run: the lifespan failed (its error is logged above)
+
+
+def uvicorn_config(app, settings=None, **kwargs) -> uvicorn.Config:
+    """uvicorn's Config as vistas runs it (`vistas serve` and `running_server` alike).
+
+    * `http`: uvicorn's h11 protocol plus a deadline on request headers (header_timeout_s).
+    * `proxy_headers=False`: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
+      (or from $FORWARDED_ALLOW_IPS, "*" included), so a client on the same host could pick
+      its address for the rate limits; the app does it only for `trusted_proxies`.
+    """
+    from vistas.serving.header_timeout import header_timeout_protocol
+    from vistas.serving.settings import Settings
+
+    settings = settings if settings is not None else Settings()
+    kwargs.setdefault("timeout_graceful_shutdown", settings.shutdown_timeout_s)
+    return uvicorn.Config(app, http=header_timeout_protocol(settings.header_timeout_s), proxy_headers=False, **kwargs)
 
 
 class DrainingServer(uvicorn.Server):
@@ -98,10 +120,19 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:  # uvicorn names the address only of sockets it bound itself
+            host, port = self.config.host, sockets[0].getsockname()[1]
+            url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            logging.getLogger("uvicorn.error").info("Uvicorn running on %s (Press CTRL+C to quit)", url)
+
     def handle_exit(self, sig: int, frame) -> None:
         loop = self._loop
         if loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(self._on_signal, sig)
+            # A context of its own: the one current here may be a request's, whose id the drain's
+            # log line would then carry.
+            loop.call_soon_threadsafe(self._on_signal, sig, context=contextvars.Context())
         else:  # before the loop runs or after it stopped: nothing of ours can be mid-call
             self._on_signal(sig)
 
@@ -149,7 +180,10 @@ def running_server(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))  # the OS picks a free port; uvicorn serves on this very socket
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30))
+    settings = getattr(getattr(app, "state", None), "settings", None)  # a vistas app's; else defaults
+    srv = uvicorn.Server(
+        uvicorn_config(app, settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=30)
+    )
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://{host}:{port}"

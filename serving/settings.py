@@ -12,6 +12,7 @@ apps with their own limits.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -22,7 +23,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from vistas.images import DEFAULT_MAX_PIXELS
+from vistas.images import DEFAULT_MAX_PIXELS, DEFAULT_REDUCE_ABOVE_PIXELS
 
 ENV_PREFIX = "VISTAS_"
 SETTINGS_FILE_ENV = "VISTAS_SETTINGS_FILE"
@@ -34,11 +35,16 @@ class Settings(BaseSettings):
     # ---- what to serve ------------------------------------------------------------------
     # The first bundle is the default model; VISTAS_BUNDLES="a,b" or '["a","b"]'.
     bundles: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    index_dir: str | None = None  # one sub-directory per collection; None: collection routes answer 503
+    # Where data lives when no path is given: $XDG_DATA_HOME/vistas, else ~/.local/share/vistas
+    # (the XDG base-directory convention). VISTAS_DATA_DIR moves it.
+    data_dir: str = Field(default_factory=lambda: default_data_dir())
+    # One sub-directory per collection; None: <data_dir>/index, so collections work out of the box.
+    index_dir: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
-    log_format: Literal["json", "text"] = "json"  # json: one object per line, one line per request
+    # json: one object per line, one line per request; text: for people; auto: text when stderr is a terminal
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Lines waiting for the log-writer thread; when stderr is not read fast enough and this many
     # wait, new lines are dropped and counted (vistas_log_records_dropped_total) so serving never
     # blocks on the log. 0: write from the logging thread and wait for stderr (vistas.serving.logs).
@@ -79,22 +85,52 @@ class Settings(BaseSettings):
     # API keys: none configured = no auth. VISTAS_API_KEYS="k1,k2"; a file holds one key per line.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_keys_file: str | None = None
-    # Paths answered without a key (and without rate limits): probes, scrapes, the API docs.
+    # Paths answered without a key (and without rate limits): probes, scrapes, the API docs and
+    # their assets (/docs/assets/..., served here: vistas.serving.routers.docs).
     public_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/health", "/ready", "/metrics", "/docs", "/openapi.json"]
+        default_factory=lambda: ["/health", "/ready", "/metrics", "/docs", "/docs/*", "/redoc", "/openapi.json"]
     )
     rate_limit_per_s: float | None = Field(None, gt=0)  # per key (or per client address without keys)
     rate_limit_burst: int | None = Field(None, ge=1)  # bucket size; None: max(1, 2 x the rate)
+    # Counted once its body is in (vistas.serving.admission), so slow uploads hold no slot.
     max_concurrent_requests: int = Field(256, ge=1)  # requests in progress; beyond: 429 server_busy
+    # Addresses / CIDRs of reverse proxies whose X-Forwarded-For names the client (for rate
+    # limits, the auth throttle and logs). None by default: anyone can write that header.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A login throttle: this many wrong API keys from one client address within the window,
+    # then 429 too_many_auth_failures for that address until the oldest failure ages out.
+    auth_failure_limit: int = Field(10, ge=1)
+    auth_failure_window_s: float = Field(60.0, gt=0)
+
+    # ---- slow clients: time limits on reading a request -------------------------------------
+    # Request headers must be complete this long after the connection opens (or after the first
+    # byte of a keep-alive request); else 408 and the connection is closed (slowloris).
+    header_timeout_s: float = Field(10.0, gt=0)
+    # The whole body must arrive this long after the headers; else 408 request_timeout. 60 s
+    # lets a 20 MB body (max_body_bytes) come at ~350 KB/s; raise it for slow links.
+    body_timeout_s: float = Field(60.0, gt=0)
 
     # ---- request limits: what a single request may ask for --------------------------------
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)  # 20 MB: a handful of full-size photos
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # decompression-bomb guard, from the header
+    # Pixels all images of one request decode to (JPEGs at their DCT-scaled size), from the
+    # headers before any is decoded; beyond: 413 too_many_pixels. Bounds a request's decode time.
+    max_request_pixels: int = Field(5 * DEFAULT_MAX_PIXELS, ge=1)
+    # Full-size decoded pixels held at once across all requests (vistas.serving.pixel_budget): memory
+    # grows with pixels, not bytes. An image waits for room up to batch_timeout_s, then 503.
+    max_pixels_in_flight: int = Field(2 * DEFAULT_MAX_PIXELS, ge=1)
+    # Larger images are reduced while decoding, to >= 3x the model's input (vistas.images); smaller
+    # ones decode at full size, bit-exact with training and transformers. 0: reduce every image.
+    reduce_above_pixels: int = Field(DEFAULT_REDUCE_ABOVE_PIXELS, ge=0)
     max_batch_images: int = Field(64, ge=1)
     max_texts: int = Field(256, ge=1)
     max_text_chars: int = Field(2000, ge=1)  # far above any text tower's token length
     max_labels: int = Field(1000, ge=1)  # ImageNet-1k fits in one request
     max_templates: int = Field(100, ge=1)  # CLIP's ImageNet ensemble uses 80
+    # Texts one classify request sends through the text tower: labels x templates (the two
+    # default templates when none are given), so ImageNet-1k with the defaults fits. 1000 x 100
+    # would be 100,000 texts, 13-25 s of CPU for one request.
+    max_classify_texts: int = Field(2000, ge=1)
     max_items: int = Field(1000, ge=1)  # items per upsert request
     max_k: int = Field(1000, ge=1)  # search results per request
 
@@ -114,7 +150,20 @@ class Settings(BaseSettings):
         parse_runtime(v)  # ValueError naming the known runtimes
         return v
 
-    @field_validator("bundles", "providers", "api_keys", "public_paths", mode="before")
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or CIDR network (e.g. 10.0.0.5, "
+                    "10.0.0.0/8, fd00::/8); list the addresses your reverse proxies connect from"
+                ) from None
+        return v
+
+    @field_validator("bundles", "providers", "api_keys", "public_paths", "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, v):
         """Environment strings: a JSON list or comma-separated values."""
@@ -124,6 +173,10 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    def index_path(self) -> Path:
+        """The collections' root directory: `index_dir`, else `<data_dir>/index`."""
+        return Path(self.index_dir).expanduser() if self.index_dir else Path(self.data_dir).expanduser() / "index"
 
     def ort_options(self):
         """The onnxruntime part as `vistas.inference.onnx_runtime.OrtOptions`."""
@@ -164,6 +217,14 @@ class Settings(BaseSettings):
         # Values given here beat the environment; the environment beats the file.
         from_file = {k: v for k, v in values.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
         return cls(**{**from_file, **overrides})
+
+
+def default_data_dir() -> str:
+    """$XDG_DATA_HOME/vistas, else ~/.local/share/vistas (the XDG base-directory default)."""
+    base = os.environ.get("XDG_DATA_HOME", "").strip()
+    if base and os.path.isabs(base):  # the spec: a relative XDG_DATA_HOME is invalid and ignored
+        return str(Path(base) / "vistas")
+    return str(Path.home() / ".local" / "share" / "vistas")
 
 
 def read_settings_file(path: str | Path) -> dict:

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from vistas.unicode import find_lone_surrogate, json_may_hold_surrogate
 from vistas.v2_protocol import NUMPY_DTYPES, V2_DATATYPES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 32  # numpy 1's limit (numpy 2 allows 64); every vistas tower input has 2 to 4 dimensions
 
 
 class V2Error(ValueError):
@@ -69,8 +72,12 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise V2Error(f"the inference request header is not valid JSON ({e})") from None
     except RecursionError:
         raise V2Error("the inference request header nests too deeply") from None
+    except ValueError:  # Python's int parsing limit (sys.get_int_max_str_digits), not JSON syntax
+        raise V2Error(f"a number in the inference request header has over {sys.get_int_max_str_digits()} digits") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise V2Error('an inference request is a JSON object with a non-empty "inputs" list')
+    if json_may_hold_surrogate(header) and (message := find_lone_surrogate(doc)) is not None:
+        raise V2Error(message)  # in a name, an id, BYTES data (texts): see vistas.unicode
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise V2Error('"parameters" must be an object')
@@ -95,6 +102,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise V2Error('every entry of "outputs" needs a "name"')
             o_params = o.get("parameters") or {}
+            if not isinstance(o_params, dict):
+                raise V2Error(f'outputs entry {o["name"]!r}: "parameters" must be an object')
             outputs[o["name"]] = bool(o_params.get("binary_data", params.get("binary_data_output", False)))
     request_id = doc.get("id")
     return InferRequest(
@@ -114,10 +123,12 @@ def _parse_input(spec, i: int, binary: memoryview) -> tuple[Tensor, int]:
     where = f"input {name!r}" if isinstance(name, str) else f"inputs[{i}]"
     if not isinstance(name, str):
         raise V2Error(f"inputs[{i}] has no name")
-    if datatype not in NUMPY_DTYPES:
+    if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
         raise V2Error(f"{where} has datatype {datatype!r}; supported: {sorted(NUMPY_DTYPES)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise V2Error(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_RANK:
+        raise V2Error(f"{where}: shape has {len(shape)} dimensions; a tensor has at most {MAX_RANK}")
     count = math.prod(shape)
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None

@@ -19,9 +19,13 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp_path)` writes the new content; then fsync, rename over `path`, fsync its directory."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no partial file behind
+        raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -134,10 +134,19 @@ def _index_import(args: argparse.Namespace) -> int:
 def _index_rebuild(args: argparse.Namespace) -> int:
     from vistas.index import Collection
 
+    # Collection.open takes the collection's lock: beside a server that holds it, this is a
+    # refusal (CollectionLockedError, exit 2), never a rebuild the server then overwrites.
     with Collection.open(args.collection_dir) as coll:
         info = coll.rebuild(_index_config(args))
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _refusal(e: Exception) -> bool:
+    """Errors that refuse a command for a reason its message states (no traceback needed)."""
+    index = sys.modules.get("vistas.index")  # only ever raised once the command has imported it
+    refusals = (index.CollectionLockedError, index.CollectionUnavailableError, index.StorageFullError) if index else ()
+    return isinstance(e, (FileNotFoundError, ValueError, *refusals))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -154,7 +163,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vistas import __version__
+
     p = argparse.ArgumentParser(prog="vistas", description=__doc__)
+    p.add_argument("--version", action="version", version=f"vistas {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a Python config")
@@ -196,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve one or more bundles over HTTP")
     s.add_argument("bundle", nargs="+")
-    s.add_argument("--index", help="directory of collections (from `vistas index build`)")
+    s.add_argument("--index", help="directory of collections (from `vistas index build`); default: "
+                   "$VISTAS_INDEX_DIR, else $VISTAS_DATA_DIR/index, else $XDG_DATA_HOME/vistas/index "
+                   "(~/.local/share/vistas/index)")
     s.add_argument("--host", help="default 127.0.0.1 (or the settings' host)")
     s.add_argument("--port", type=int, help="default 8000 (or the settings' port)")
     s.add_argument(
@@ -287,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except Exception as e:
+        if not _refusal(e):
+            raise
         print(f"vistas {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ Layout conventions (one place, used everywhere):
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -21,6 +23,11 @@ from PIL import Image
 # PIL's own bomb check warns at 89M pixels and raises at 2x that; ours is
 # explicit and configurable, checked from the header before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Images up to this many pixels are decoded at full size, so their preprocessing is bit for bit
+# that of training and of transformers (the 1e-4 parity of served embeddings); larger ones are
+# reduced while decoding (see REDUCING_GAP), where memory and time matter more. 16 M pixels holds
+# a 12 MP phone photo; 0 reduces every image that is 3x larger than needed.
+DEFAULT_REDUCE_ABOVE_PIXELS = 16_000_000
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -42,8 +49,28 @@ class ImageError(ValueError):
         return type(self), (self.code, self.message)
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Bytes -> fully decoded RGB PIL image, or ImageError.
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    need: Need | None = None,
+    reduce_above: int = DEFAULT_REDUCE_ABOVE_PIXELS,
+) -> Image.Image:
+    """Bytes -> the upright RGB PIL image, or ImageError (see `open_image`)."""
+    return open_image(data, max_pixels, need, reduce_above).decode()
+
+
+def open_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    need: Need | None = None,
+    reduce_above: int = DEFAULT_REDUCE_ABOVE_PIXELS,
+) -> PendingImage:
+    """Bytes -> a PendingImage: the header is read and checked, no pixel is decoded yet.
+
+    need: (width, height) of the upright image -> the smallest (width, height) the caller will
+    resize it to (`vistas.inputs.input_size` for a model). An image of more than `reduce_above`
+    pixels is then reduced while it is decoded, never below REDUCING_GAP times that size on
+    either axis. None, or a smaller image, decodes at full size.
 
     Codes: "empty_image", "invalid_image" (not an image / unknown format),
     "truncated_image", "image_too_large" (decompression bomb guard).
@@ -66,13 +93,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             f"The image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}; "
             "downscale it before sending.",
         )
-    try:
-        img.load()
-    except Image.DecompressionBombError as e:
-        raise ImageError("image_too_large", str(e)) from None
-    except Exception as e:
-        raise ImageError("truncated_image", f"The image could not be decoded completely ({e}).") from None
-    return to_rgb(img)
+    return PendingImage(img, need if w * h > reduce_above else None)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -84,6 +105,148 @@ def to_rgb(img: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+# ---------------------------------------------------------------- decoding: orientation, reduction
+
+Need = Callable[[int, int], tuple[int, int]]  # upright (width, height) -> the smallest size resized to
+
+# A decoded image is reduced by whole factors (JPEG: DCT scaling on decode; others: Image.reduce)
+# to no less than REDUCING_GAP x the size it will be resized to, then the resize finishes. That
+# is Pillow's own two-step resize (`Image.resize(reducing_gap=...)`, `Image.thumbnail`), which
+# with a gap of 3 is "indistinguishable from fair resampling in most cases" (Pillow docs).
+REDUCING_GAP = 3.0
+
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: how to turn the stored pixels to view them upright
+# Orientation -> the turn that makes the stored pixels upright (as Pillow's ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = {_UPRIGHT[5], _UPRIGHT[6], _UPRIGHT[7], _UPRIGHT[8]}  # stored W x H is viewed H x W
+REDUCTION_KEY = "vistas.reduction"  # img.info key of a decoded image's Reduction
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a decoded image was reduced, kept in `img.info[REDUCTION_KEY]` for the model's resize.
+
+    A side that is not a multiple of the factor leaves a last pixel holding less than a full
+    block, so the source covers `box` (in the reduced image's pixels), not the whole image:
+    resizing `box` maps the source exactly, as Pillow's two-step resize does. NaFlex picks its
+    patch grid from `source_size`, so rounding sides up cannot change the grid.
+    """
+
+    source_size: tuple[int, int]  # (width, height) of the upright image before any reduction
+    box: tuple[float, float, float, float]
+
+
+def reduction(img: Image.Image) -> Reduction | None:
+    """The image's Reduction, or None for an image decoded at full size (or not by us)."""
+    r = img.info.get(REDUCTION_KEY)
+    return r if isinstance(r, Reduction) else None  # a PNG text chunk of that name is a str
+
+
+class PendingImage:
+    """An image whose header is read and checked; `decode()` decodes it (once).
+
+    `size` is the upright size of the source; `pixels` is what decoding allocates at full
+    resolution (for a JPEG after DCT scaling), the figure the pixel budgets count.
+    """
+
+    def __init__(self, img: Image.Image, need: Need | None):
+        self._img, self._need = img, need
+        # A PNG's EXIF may follow its pixels, and Pillow decodes them to look: read it after load.
+        self._turn_known = img.format != "PNG" or "exif" in img.info
+        self._turn = _UPRIGHT.get(_orientation(img)) if self._turn_known else None
+        w, h = img.size
+        self.size = (h, w) if self._turn in _SWAPS_AXES else (w, h)
+        self._box = (0.0, 0.0, float(w), float(h))  # where the source lies in the decoded pixels
+        if need is not None:
+            nw, nh = need(*self.size)
+            if self._turn in _SWAPS_AXES:
+                nw, nh = nh, nw
+            # JPEG (and MPO, phones' JPEG): DCT scaling by 1/2, 1/4 or 1/8, never below the size
+            # asked; other formats have no draft mode and say so with None.
+            drafted = img.draft(None, (math.ceil(nw * REDUCING_GAP), math.ceil(nh * REDUCING_GAP)))
+            if drafted is not None:
+                self._box = tuple(float(v) for v in drafted[1])
+        self.pixels = img.width * img.height
+
+    def decode(self) -> Image.Image:
+        """The upright RGB image, reduced for `need`; ImageError for data that does not decode."""
+        img, box, self._img = self._img, self._box, None  # decoded once; the caller holds the pixels
+        try:
+            img.load()
+        except Image.DecompressionBombError as e:
+            raise ImageError("image_too_large", str(e)) from None
+        except Exception as e:
+            raise ImageError("truncated_image", f"The image could not be decoded completely ({e}).") from None
+        turn = self._turn if self._turn_known else _UPRIGHT.get(_orientation(img))
+        if turn is not None:  # turned before reducing, so a turned photo reduces as its upright twin does
+            box = _turned_box(box, img.size, turn)
+            img = img.transpose(turn)
+            if not self._turn_known:  # no draft without a known turn: the image is the source
+                self.size = img.size
+        if self._need is None:
+            return to_rgb(img)
+        if img.mode not in ("L", "RGB"):  # palette, CMYK, 16-bit, alpha: converted first, as before
+            img = to_rgb(img)
+        img, box = _reduce(img, box, self._need(*self.size))
+        img = to_rgb(img)  # L -> RGB repeats the grey level: reducing first gives the same pixels
+        if img.size != self.size:
+            img.info[REDUCTION_KEY] = Reduction(self.size, box)
+        return img
+
+
+def larger_need(*needs: Need) -> Need:
+    """One decoded image for several uses (a model and a thumbnail): the larger need on each axis."""
+
+    def need(width: int, height: int) -> tuple[int, int]:
+        sizes = [n(width, height) for n in needs]
+        return max(s[0] for s in sizes), max(s[1] for s in sizes)
+
+    return need
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is no reason to refuse the photo
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _turned_box(box: tuple[float, ...], size: tuple[int, int], turn: Image.Transpose) -> tuple[float, ...]:
+    """A box of a W x H image -> the same region after `turn` (Pillow's Transpose semantics)."""
+    w, h = size
+    x0, y0, x1, y1 = box
+    mapped = {
+        Image.Transpose.FLIP_LEFT_RIGHT: (w - x1, y0, w - x0, y1),
+        Image.Transpose.FLIP_TOP_BOTTOM: (x0, h - y1, x1, h - y0),
+        Image.Transpose.ROTATE_180: (w - x1, h - y1, w - x0, h - y0),
+        Image.Transpose.ROTATE_90: (y0, w - x1, y1, w - x0),  # counter-clockwise: (x, y) -> (y, w - x)
+        Image.Transpose.ROTATE_270: (h - y1, x0, h - y0, x1),  # clockwise: (x, y) -> (h - y, x)
+        Image.Transpose.TRANSPOSE: (y0, x0, y1, x1),
+        Image.Transpose.TRANSVERSE: (h - y1, w - x1, h - y0, w - x0),
+    }
+    return mapped[turn]
+
+
+def _reduce(img: Image.Image, box: tuple[float, ...], need: tuple[int, int]) -> tuple[Image.Image, tuple[float, ...]]:
+    """Reduce by whole factors per axis, keeping at least REDUCING_GAP x `need` of the source.
+
+    The factors are those of Pillow's `Image.resize(size, reducing_gap=REDUCING_GAP)`."""
+    fx = max(1, int((box[2] - box[0]) / need[0] / REDUCING_GAP))
+    fy = max(1, int((box[3] - box[1]) / need[1] / REDUCING_GAP))
+    if (fx, fy) == (1, 1):
+        return img, box
+    return img.reduce((fx, fy)), (box[0] / fx, box[1] / fy, box[2] / fx, box[3] / fy)
 
 
 IMAGE_MODES = ("fixed", "naflex")
@@ -160,9 +323,11 @@ def preprocess(img: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 def resized_rgb(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     """PIL image -> uint8 (H, W, 3) at the spec's size."""
+    reduced = reduction(img)
     img = to_rgb(img)
-    if img.size != (spec.width, spec.height):
-        img = img.resize((spec.width, spec.height), RESAMPLE[spec.resample])
+    if img.size != (spec.width, spec.height) or reduced is not None:
+        box = reduced.box if reduced is not None else None  # the source's extent in a reduced image
+        img = img.resize((spec.width, spec.height), RESAMPLE[spec.resample], box=box)
     return np.asarray(img)
 
 

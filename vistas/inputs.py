@@ -17,7 +17,7 @@ from PIL import Image
 
 from vistas.bundle import IMAGE_INPUT
 from vistas.images import ImageSpec, preprocess_batch
-from vistas.naflex import naflex_batch
+from vistas.naflex import naflex_batch, size_for_patch_budget
 
 
 def image_inputs(images: Sequence[Image.Image], spec: ImageSpec) -> dict[str, np.ndarray]:
@@ -25,3 +25,12 @@ def image_inputs(images: Sequence[Image.Image], spec: ImageSpec) -> dict[str, np
     if spec.mode == "naflex":
         return naflex_batch(list(images), spec)
     return {IMAGE_INPUT: preprocess_batch(list(images), spec)}  # (B, 3, H, W)
+
+
+def input_size(spec: ImageSpec, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of an upright image -> the (width, height) the spec resizes it to: what
+    decoding may reduce it towards (`vistas.images.open_image(need=...)`)."""
+    if spec.mode == "naflex":
+        h, w = size_for_patch_budget(height, width, spec.patch_size, spec.max_num_patches)
+        return w, h
+    return spec.width, spec.height

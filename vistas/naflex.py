@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vistas.bundle import IMAGE_INPUT, MASK_INPUT, SHAPES_INPUT
-from vistas.images import RESAMPLE, ImageSpec, normalize, patchify, to_rgb
+from vistas.images import RESAMPLE, ImageSpec, normalize, patchify, reduction, to_rgb
 
 # Binary search on the scale factor stops when the bracket is narrower than this; the
 # value is the reference's (transformers `get_image_size_for_max_num_patches`), and the
@@ -54,11 +54,13 @@ def size_for_patch_budget(height: int, width: int, patch_size: int, max_num_patc
 
 def naflex_image(img: Image.Image, spec: ImageSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """RGB PIL image -> (patches float32 (h*w, p*p*3), (h, w) in patches), unpadded."""
+    reduced = reduction(img)  # reduced on decode: the grid comes from the source's size
     img = to_rgb(img)
     p = spec.patch_size
-    height, width = size_for_patch_budget(img.height, img.width, p, spec.max_num_patches)
-    if img.size != (width, height):
-        img = img.resize((width, height), RESAMPLE[spec.resample])
+    source_w, source_h = reduced.source_size if reduced is not None else img.size
+    height, width = size_for_patch_budget(source_h, source_w, p, spec.max_num_patches)
+    if img.size != (width, height) or reduced is not None:
+        img = img.resize((width, height), RESAMPLE[spec.resample], box=reduced.box if reduced is not None else None)
     patches, _ = patchify(normalize(np.asarray(img), spec), p)  # (h*w, p*p*3)
     return patches, (height // p, width // p)
 

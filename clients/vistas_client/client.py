@@ -79,6 +79,13 @@ class Client:
     ) -> ClassifyResult:
         """Zero-shot scores of `labels` for one image -> ClassifyResult, predictions best first.
 
+        `templates` phrase each label ("{}" marks where it goes), and the label's text embedding
+        is the mean over its templates. Without them the server uses "a photo of a {}." and "{}".
+        Phrase templates as the model's training captions were: with the bundled model, a
+        handwritten four scores 0.61 for "four" with the defaults, 0.99 with
+        templates=["a photo of the digit {}", "the number {}"]. Scores are sigmoid
+        probabilities, one per label, independent of each other (they need not sum to 1).
+
         ValueError for no labels; BadRequestError for a template without "{}" or a bad image."""
         body = P.classify_body(image, labels, templates=templates, multi_label=multi_label, model=model)
         return ClassifyResult.from_json(self._request("POST", "/v1/classify", body))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from vistas.inference.model import ServedModel
-from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
+from vistas.inference.model import DEFAULT_TEMPLATES, ServedModel
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError
 from vistas.serving.parsing import (
     JSON,
+    ImageDecoding,
     body_kind,
     check_count,
     check_form_fields,
@@ -68,8 +69,24 @@ async def _parse(request: Request) -> tuple[ClassifyOptions, bytes]:
     return validate(ClassifyOptions, fields), data
 
 
-def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, max_pixels: int) -> list[tuple[str, float]]:
-    (image,) = decode_images([("image", data)], max_pixels)
+def check_expansion(n_labels: int, templates: list[str] | None, limit: int) -> None:
+    """Each label is embedded once per template, so the work is labels x templates texts: bounded
+    apart from max_labels and max_templates, whose product alone (100,000) is far too much."""
+    n_templates = len(templates) if templates else len(DEFAULT_TEMPLATES)
+    texts = n_labels * n_templates
+    if texts > limit:
+        which = "" if templates else " (the default ones)"
+        raise APIError(
+            400,
+            "too_many_texts",
+            f"{n_labels} labels x {n_templates} templates{which} = {texts} texts to embed, over this "
+            f"server's limit of {limit} (max_classify_texts); send fewer labels or templates per request "
+            "(each score is an independent sigmoid, so the labels can be split over several requests).",
+        )
+
+
+def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, decoding: ImageDecoding) -> list[tuple[str, float]]:
+    (image,) = decode_images([("image", data)], decoding, model.image_need)
     return model.classify(image, req.labels, req.templates, multi_label=req.multi_label)
 
 
@@ -79,13 +96,16 @@ def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, max_pixels:
     openapi_extra=OPENAPI,
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
 )
-async def classify(request: Request, models: ModelsDep, settings: SettingsDep) -> ClassifyResponse:
+async def classify(
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep
+) -> ClassifyResponse:
     """Sigmoid probability of each label for the image, best first (SigLIP zero-shot)."""
     req, data = await _parse(request)
     check_count("labels", len(req.labels), settings.max_labels, "max_labels")
     check_texts("labels", req.labels, settings.max_text_chars)
     check_count("templates", len(req.templates or ()), settings.max_templates, "max_templates")
     check_texts("templates", req.templates or [], settings.max_text_chars)
+    check_expansion(len(req.labels), req.templates, settings.max_classify_texts)
     model = pick_model(models, req.model)
-    ranked = await run_in_threadpool(_classify, model, data, req, settings.max_image_pixels)
+    ranked = await run_in_threadpool(_classify, model, data, req, decoding)
     return ClassifyResponse(model=model.name, predictions=[Prediction(label=lb, score=s) for lb, s in ranked])

@@ -3,6 +3,10 @@
 An upsert or delete answers only after its write-ahead-log commit (index/collection.py): an
 acknowledged write survives a crash of the server at any moment. Items added as images keep a
 small JPEG thumbnail (GET .../images/{id}) for result grids such as the search page at `/`.
+
+A write the disk has no room for answers 507 `insufficient_storage` and changes nothing; a
+collection the server could not open answers 503 `collection_unavailable` on every route
+(both mapped in vistas.serving.errors).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
+from vistas.images import larger_need
 from vistas.index import Collections, SpaceMismatchError
-from vistas.index.thumbnails import make_thumbnail
+from vistas.index.thumbnails import make_thumbnail, thumbnail_size
 from vistas.inference.model import ServedModel
 from vistas.serving.deps import (
     CollectionsDep,
+    ImageDecodingDep,
     ModelsDep,
     SettingsDep,
     check_space,
@@ -24,7 +30,15 @@ from vistas.serving.deps import (
     writable_collection,
 )
 from vistas.serving.errors import APIError
-from vistas.serving.parsing import check_count, check_texts, decode_base64, decode_images, require_json, unit_vector
+from vistas.serving.parsing import (
+    ImageDecoding,
+    check_count,
+    check_texts,
+    decode_base64,
+    decode_images,
+    require_json,
+    unit_vector,
+)
 from vistas.serving.schemas import (
     CollectionInfo,
     CollectionsResponse,
@@ -69,7 +83,7 @@ def _embed_items(
     items: list[UpsertItem],
     images: dict[int, bytes],  # item index -> image bytes
     vectors: dict[int, np.ndarray],  # item index -> checked unit vector (D,)
-    max_pixels: int,
+    decoding: ImageDecoding,
 ) -> tuple[np.ndarray, list[bytes | None]]:
     """Items -> (float32 (n, D) in item order, a thumbnail per item: JPEG bytes for images, else None).
 
@@ -78,10 +92,16 @@ def _embed_items(
     thumbnails: list[bytes | None] = [None] * len(items)
     if images:
         rows = sorted(images)
-        decoded = decode_images([(f"items[{i}].image", images[i]) for i in rows], max_pixels)
-        out[rows] = model.embed_images(decoded)
-        for i, image in zip(rows, decoded):
-            thumbnails[i] = make_thumbnail(image)
+        need = larger_need(model.image_need, thumbnail_size)  # one decode serves both
+        prepared = decode_images(
+            [(f"items[{i}].image", images[i]) for i in rows],
+            decoding,
+            need,
+            lambda image: (model.image_inputs([image]), make_thumbnail(image)),
+        )
+        out[rows] = model.embed_image_inputs([inputs for inputs, _ in prepared])
+        for i, (_, thumbnail) in zip(rows, prepared):
+            thumbnails[i] = thumbnail
     if text_rows := [i for i, item in enumerate(items) if item.text is not None]:
         out[text_rows] = model.embed_texts([items[i].text for i in text_rows])
     for i, v in vectors.items():
@@ -108,11 +128,18 @@ def _write(
     "/{name}/items", response_model=UpsertResponse, dependencies=[Depends(require_json)], responses=ERRORS
 )
 async def upsert_items(
-    name: str, req: UpsertRequest, models: ModelsDep, collections: CollectionsDep, settings: SettingsDep
+    name: str,
+    req: UpsertRequest,
+    models: ModelsDep,
+    collections: CollectionsDep,
+    settings: SettingsDep,
+    decoding: ImageDecodingDep,
 ) -> UpsertResponse:
     """Insert or replace items; the collection is created on first write with the model's space."""
     _check_items(req.items, settings)
-    existing = open_collection(collections, name) if name in collections else None
+    # An unavailable (broken) collection is refused here, 503, before any embedding work.
+    known = name in collections or name in collections.unavailable()
+    existing = open_collection(collections, name) if known else None
     model = pick_model(models, req.model, space_id=existing.space_id if existing else None)
     if existing is not None:
         check_space(model, existing)  # before any embedding work
@@ -124,7 +151,7 @@ async def upsert_items(
         elif item.vector is not None:
             vectors[i] = unit_vector(item.vector, model.dim, f"items[{i}].vector")
     # Embed first: a bad image fails the request before a new collection is created.
-    embedded = await run_in_threadpool(_embed_items, model, req.items, images, vectors, settings.max_image_pixels)
+    embedded = await run_in_threadpool(_embed_items, model, req.items, images, vectors, decoding)
     n = await run_in_threadpool(_write, collections, name, model, req.items, embedded)
     return UpsertResponse(collection=name, upserted=n)
 
@@ -140,8 +167,10 @@ async def delete_item(name: str, item_id: str, collections: CollectionsDep) -> D
 
 @router.get("", response_model=CollectionsResponse)
 async def list_collections(collections: CollectionsDep) -> CollectionsResponse:
-    """Every collection of this server, by name."""
-    return CollectionsResponse(collections=[CollectionInfo(**c.info()) for c in collections.all()])
+    """Every collection of this server, by name; `unavailable`: those on disk it could not open, and why."""
+    return CollectionsResponse(
+        collections=[CollectionInfo(**c.info()) for c in collections.all()], unavailable=collections.unavailable()
+    )
 
 
 @router.get("/{name}", response_model=CollectionInfo, responses=ERRORS)

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError
 from vistas.serving.parsing import (
     JSON,
+    ImageDecoding,
     body_kind,
     check_count,
     check_form_fields,
@@ -65,9 +66,9 @@ def _check_limits(req: EmbedRequest, n_images: int, settings: Settings) -> None:
     check_texts("texts", req.texts or [], settings.max_text_chars)
 
 
-def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str], max_pixels: int):
-    images = decode_images(blobs, max_pixels)
-    return model.embed_images(images), model.embed_texts(texts)
+def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str], decoding: ImageDecoding):
+    inputs = decode_images(blobs, decoding, model.image_need, lambda image: model.image_inputs([image]))
+    return model.embed_image_inputs(inputs), model.embed_texts(texts)
 
 
 @router.post(
@@ -76,14 +77,16 @@ def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str],
     openapi_extra=OPENAPI,
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
 )
-async def embed(request: Request, models: ModelsDep, settings: SettingsDep) -> EmbedResponse:
+async def embed(
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep
+) -> EmbedResponse:
     """Embed images and/or texts. JSON with base64 `images`, or multipart with `images` file parts."""
     req, blobs = await _parse(request)
     if not blobs and not req.texts:
         raise APIError(422, "validation_error", "Nothing to embed: give `images` and/or `texts`.")
     _check_limits(req, len(blobs), settings)
     model = pick_model(models, req.model)
-    img, txt = await run_in_threadpool(_embed, model, blobs, req.texts or [], settings.max_image_pixels)
+    img, txt = await run_in_threadpool(_embed, model, blobs, req.texts or [], decoding)
     return EmbedResponse(
         model=model.name,
         space=model.space_id,

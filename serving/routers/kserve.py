@@ -22,11 +22,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import vistas
-from vistas.bundle import EMBED_OUTPUT
+from vistas.bundle import EMBED_OUTPUT, TEXT_INPUT
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import ModelsDep, SettingsDep
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep
 from vistas.serving.errors import APIError
-from vistas.serving.parsing import check_count, check_texts, decode_base64, decode_images
+from vistas.serving.parsing import ImageDecoding, check_count, check_texts, decode_base64, decode_images
 from vistas.serving.settings import Settings
 from vistas.serving.v2_tensors import (
     HEADER_LENGTH,
@@ -215,13 +215,20 @@ async def model_config(name: str, models: ModelsDep, settings: SettingsDep, vers
 
 @router.post("/models/{name}/infer", openapi_extra=_INFER_OPENAPI)
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra=_INFER_OPENAPI)
-async def infer(name: str, request: Request, models: ModelsDep, settings: SettingsDep, version: str | None = None):
+async def infer(
+    name: str,
+    request: Request,
+    models: ModelsDep,
+    settings: SettingsDep,
+    decoding: ImageDecodingDep,
+    version: str | None = None,
+):
     """Named tensors in, named tensors out (JSON or Triton's binary tensor extension)."""
     try:
         model, tower = _resolve(models, name, version)
         req = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
         if tower is None:
-            outputs = await _infer_raw(model, req, settings)
+            outputs = await _infer_raw(model, req, settings, decoding)
         else:
             outputs = await _infer_tower(model, tower, req, settings)
         body, headers = encode_infer_response(name, req, outputs)
@@ -242,11 +249,19 @@ async def _infer_tower(model: ServedModel, tower: str, req: InferRequest, settin
         want = V2_DATATYPES[specs[name].dtype]
         if t.datatype != want:
             raise V2Error(f"model {where!r} input {name!r} is {want}, got {t.datatype}")
+        # The rank here (the runtime checks the sizes): the batching queue needs the batch dimension.
+        if t.array.ndim != len(specs[name].shape):
+            shape = v2_shape(specs[name].shape)
+            raise V2Error(f"model {where!r} input {name!r} has shape {shape} (-1: any size), got {list(t.array.shape)}")
         feeds[name] = t.array
-    first = next(iter(feeds.values()))
-    batch = first.shape[0] if first.ndim else 0
+    batches = {name: a.shape[0] for name, a in feeds.items()}
+    if len(set(batches.values())) > 1:
+        raise V2Error(f"model {where!r}: every input needs the same batch size (first dimension), got {batches}")
+    batch = next(iter(batches.values()))
     setting = _MAX_BATCH_SETTING[tower]
     check_count(f"{where} batch", batch, getattr(settings, setting), setting)
+    if TEXT_INPUT in feeds:
+        _check_token_ids(feeds[TEXT_INPUT], model, where)
     try:
         embeddings = await run_in_threadpool(model.runtime.run, tower, feeds)
     except ValueError as e:  # shapes the runtime's tensor specs reject, named by the runtime
@@ -254,7 +269,23 @@ async def _infer_tower(model: ServedModel, tower: str, req: InferRequest, settin
     return {EMBED_OUTPUT: embeddings}
 
 
-async def _infer_raw(model: ServedModel, req: InferRequest, settings: Settings) -> dict[str, np.ndarray]:
+def _check_token_ids(ids: np.ndarray, model: ServedModel, where: str) -> None:
+    """Ids outside the vocabulary are refused here: onnxruntime's Gather fails on ids past the
+    embedding table (a 500) and, per the ONNX spec, counts negative ones from its end (a silent 200)."""
+    vocab_size = model.tokenizer.vocab_size
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        at = np.unravel_index(bad[0], ids.shape)
+        raise V2Error(
+            f"model {where!r} input {TEXT_INPUT!r}: token id {ids[at]} at {list(map(int, at))} is outside this "
+            f"bundle's vocabulary [0, {vocab_size}); tokenize with the bundle's tokenizer.json, or send the texts "
+            f"to model {model.name!r} as BYTES, which tokenizes them."
+        )
+
+
+async def _infer_raw(
+    model: ServedModel, req: InferRequest, settings: Settings, decoding: ImageDecoding
+) -> dict[str, np.ndarray]:
     unknown = sorted(set(req.inputs) - set(RAW_OUTPUTS))
     if unknown:
         raise V2Error(f"model {model.name!r} takes inputs {sorted(RAW_OUTPUTS)} (BYTES), got {unknown}")
@@ -265,8 +296,10 @@ async def _infer_raw(model: ServedModel, req: InferRequest, settings: Settings) 
     if (images := req.inputs.get(RAW_IMAGES)) is not None:
         check_count(RAW_IMAGES, len(images.array), settings.max_batch_images, "max_batch_images")
         blobs = [(f"{RAW_IMAGES}[{i}]", _image_bytes(images, i)) for i in range(len(images.array))]
-        decoded = await run_in_threadpool(decode_images, blobs, settings.max_image_pixels)
-        outputs[RAW_OUTPUTS[RAW_IMAGES]] = await run_in_threadpool(model.embed_images, decoded)
+        prepared = await run_in_threadpool(
+            decode_images, blobs, decoding, model.image_need, lambda im: model.image_inputs([im])
+        )
+        outputs[RAW_OUTPUTS[RAW_IMAGES]] = await run_in_threadpool(model.embed_image_inputs, prepared)
     if (texts := req.inputs.get(RAW_TEXTS)) is not None:
         check_count(RAW_TEXTS, len(texts.array), settings.max_texts, "max_texts")
         try:

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import ModelsDep, SettingsDep, pick_model
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError, validation_message
 from vistas.serving.parsing import (
+    ImageDecoding,
     body_kind,
     check_count,
     check_texts,
@@ -104,13 +105,18 @@ def _split(inputs: list[str]) -> tuple[list[int], list[int]]:
     return images, texts
 
 
-def _embed(model: ServedModel, inputs: list[str], blobs: dict[int, bytes], max_pixels: int) -> tuple[np.ndarray, int]:
+def _embed(
+    model: ServedModel, inputs: list[str], blobs: dict[int, bytes], decoding: ImageDecoding
+) -> tuple[np.ndarray, int]:
     """-> (float32 (N, D) in input order, prompt tokens)."""
     out = np.empty((len(inputs), model.dim), np.float32)
     tokens = 0
     if blobs:
         rows = sorted(blobs)
-        out[rows] = model.embed_images(decode_images([(f"input[{i}]", blobs[i]) for i in rows], max_pixels))
+        prepared = decode_images(
+            [(f"input[{i}]", blobs[i]) for i in rows], decoding, model.image_need, lambda im: model.image_inputs([im])
+        )
+        out[rows] = model.embed_image_inputs(prepared)
         img = model.spec.preprocess.image
         tokens += len(rows) * (img.height // img.patch_size) * (img.width // img.patch_size)
     if text_rows := [i for i in range(len(inputs)) if i not in blobs]:
@@ -126,10 +132,10 @@ def _embed(model: ServedModel, inputs: list[str], blobs: dict[int, bytes], max_p
     responses={400: {"model": OpenAIErrorResponse}, 404: {"model": OpenAIErrorResponse}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}}}},
 )
-async def create_embeddings(request: Request, models: ModelsDep, settings: SettingsDep):
+async def create_embeddings(request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep):
     """OpenAI-compatible embeddings of texts and images (base64 data URLs) into one space."""
     try:
-        return await _create(request, models, settings)
+        return await _create(request, models, settings, decoding)
     except APIError as e:
         return openai_error(e.status_code, e.code, e.message, _param(e.message))
     except RequestValidationError as e:
@@ -144,7 +150,7 @@ def _param(message: str) -> str | None:
     return head if head in EmbeddingsRequest.model_fields else None
 
 
-async def _create(request: Request, models: ModelsDep, settings: SettingsDep) -> JSONResponse:
+async def _create(request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecoding) -> JSONResponse:
     body_kind(request, multipart=False)
     data = await read_json(request)
     if _is_token_array(data):
@@ -170,7 +176,7 @@ async def _create(request: Request, models: ModelsDep, settings: SettingsDep) ->
     check_count("input texts", len(text_rows), settings.max_texts, "max_texts")
     check_texts("input", [inputs[i] for i in text_rows], settings.max_text_chars)
     blobs = {i: decode_base64(inputs[i], f"input[{i}]") for i in image_rows}
-    vectors, tokens = await run_in_threadpool(_embed, model, inputs, blobs, settings.max_image_pixels)
+    vectors, tokens = await run_in_threadpool(_embed, model, inputs, blobs, decoding)
     if req.encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         encoded = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]

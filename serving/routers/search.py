@@ -8,18 +8,33 @@ from starlette.concurrency import run_in_threadpool
 
 from vistas.index import Hit, compile_filter
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import CollectionsDep, ModelsDep, SettingsDep, check_space, open_collection, pick_model
+from vistas.serving.deps import (
+    CollectionsDep,
+    ImageDecodingDep,
+    ModelsDep,
+    SettingsDep,
+    check_space,
+    open_collection,
+    pick_model,
+)
 from vistas.serving.errors import APIError
-from vistas.serving.parsing import check_texts, decode_base64, decode_images, require_json, unit_vector
+from vistas.serving.parsing import (
+    ImageDecoding,
+    check_texts,
+    decode_base64,
+    decode_images,
+    require_json,
+    unit_vector,
+)
 from vistas.serving.schemas import ErrorResponse, SearchRequest, SearchResponse, SearchResult
 
 router = APIRouter(tags=["search"])
 
 
-def _embed_query(model: ServedModel, text: str | None, image: bytes | None, max_pixels: int) -> np.ndarray:
+def _embed_query(model: ServedModel, text: str | None, image: bytes | None, decoding: ImageDecoding) -> np.ndarray:
     """A text or image query -> float32 (D,)."""
     if image is not None:
-        return model.embed_images(decode_images([("image", image)], max_pixels))[0]
+        return model.embed_images(decode_images([("image", image)], decoding, model.image_need))[0]
     return model.embed_texts([text])[0]
 
 
@@ -30,7 +45,11 @@ def _embed_query(model: ServedModel, text: str | None, image: bytes | None, max_
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
 )
 async def search(
-    req: SearchRequest, models: ModelsDep, collections: CollectionsDep, settings: SettingsDep
+    req: SearchRequest,
+    models: ModelsDep,
+    collections: CollectionsDep,
+    settings: SettingsDep,
+    decoding: ImageDecodingDep,
 ) -> SearchResponse:
     """Top-k items, best first; `score` is the cosine similarity. Give exactly one of text, image, vector."""
     given = [f for f in ("text", "image", "vector") if getattr(req, f) is not None]
@@ -56,7 +75,7 @@ async def search(
         if req.text is not None:
             check_texts("text", [req.text], settings.max_text_chars)
         image = decode_base64(req.image, "image") if req.image is not None else None
-        query = await run_in_threadpool(_embed_query, model, req.text, image, settings.max_image_pixels)
+        query = await run_in_threadpool(_embed_query, model, req.text, image, decoding)
     hits: list[Hit] = await run_in_threadpool(coll.search, query, req.k, req.filter)
     return SearchResponse(
         collection=req.collection,

@@ -8,6 +8,9 @@
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const KEY = "vistas-api-key";
+const counts = {};  // collection name -> items, as listed when the page loaded
+const addHelp = (name) => `POST items to /v1/collections/${name}/items (the SDK's add_items), or index a folder with ` +
+  "`vistas index build --bundle BUNDLE --source DIR --out INDEX` and serve it with `vistas serve BUNDLE --index INDEX`.";
 
 function authHeaders() {
   const key = localStorage.getItem(KEY);
@@ -34,6 +37,8 @@ function itemPath(collection, id, kind) {
   return `/v1/collections/${encodeURIComponent(collection)}/${kind}/${segments}`;
 }
 
+// Fills the collection list; true when the page can search (a collection exists, and the one the
+// URL names, if any, is among them).
 async function loadCollections() {
   const select = $("collection");
   const response = await api("/v1/collections");
@@ -44,10 +49,23 @@ async function loadCollections() {
     option.value = c.name;
     option.textContent = `${c.name} (${c.count})`;
     select.appendChild(option);
+    counts[c.name] = c.count;
   }
-  const wanted = params.get("collection") || "default";
-  if (body.collections.some((c) => c.name === wanted)) select.value = wanted;
-  return body.collections.length;
+  const names = body.collections.map((c) => c.name);
+  if (names.length === 0) {
+    setStatus(`This server has no collections yet. To search images, ${addHelp("NAME")}`);
+    $("results").dataset.state = "empty";
+    return false;
+  }
+  const wanted = params.get("collection");
+  if (wanted !== null && !names.includes(wanted)) {
+    // Searching another collection instead would show results for a question nobody asked.
+    setStatus(`No collection "${wanted}" on this server; pick one of: ${names.join(", ")}.`, true);
+    $("results").dataset.state = "error";
+    return false;
+  }
+  select.value = wanted ?? (names.includes("default") ? "default" : names[0]);
+  return true;
 }
 
 function resultCard(collection, hit) {
@@ -75,20 +93,38 @@ function resultCard(collection, hit) {
   const score = document.createElement("span");
   score.className = "score";
   score.textContent = hit.score.toFixed(3);
+  caption.append(score);
+  // What the item is, in words, when its metadata says: the batch job's `caption` (or a text
+  // item's `text`) and a `label`.
+  const meta = hit.metadata || {};
+  for (const [cls, value] of [["label", meta.label], ["caption", meta.caption ?? meta.text]]) {
+    if (typeof value !== "string" || !value) continue;
+    const line = document.createElement("span");
+    line.className = cls;
+    line.textContent = value;
+    line.title = value;
+    caption.append(line);
+  }
   const id = document.createElement("span");
   id.className = "id";
   id.textContent = hit.id;
   id.title = JSON.stringify(hit.metadata);
-  caption.append(score, id);
+  caption.append(id);
   figure.append(img, caption);
   return figure;
+}
+
+function resultsStatus(collection, n, ms) {
+  if (n === 0 && counts[collection] === 0) return `"${collection}" has no items yet: ${addHelp(collection)}`;
+  if (n === 0) return `No results in ${collection}.`;
+  return `${n} result${n === 1 ? "" : "s"} from ${collection} in ${ms} ms`;
 }
 
 async function search(query) {
   const collection = $("collection").value;
   const results = $("results");
   if (!collection) {
-    setStatus("This server has no collection yet: add items first.", true);
+    setStatus(`This server has no collections yet. To search images, ${addHelp("NAME")}`, true);
     return;
   }
   results.dataset.state = "searching";
@@ -103,8 +139,7 @@ async function search(query) {
     const body = await response.json();
     if (!response.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : response.statusText);
     results.replaceChildren(...body.results.map((hit) => resultCard(collection, hit)));
-    const ms = Math.round(performance.now() - started);
-    setStatus(`${body.results.length} results from ${collection} in ${ms} ms`);
+    setStatus(resultsStatus(collection, body.results.length, Math.round(performance.now() - started)));
     results.dataset.state = "done";
   } catch (err) {
     results.replaceChildren();
@@ -149,8 +184,13 @@ $("api-key").addEventListener("change", () => {
 });
 
 const start = () => loadCollections()
-  .then(() => {
-    if (params.get("k")) $("k").value = params.get("k");
+  .then((ready) => {
+    if (!ready) return;
+    const k = params.get("k");
+    if (k && /^[1-9][0-9]*$/.test(k)) {
+      if (![...$("k").options].some((o) => o.value === k)) $("k").add(new Option(k));
+      $("k").value = k;
+    }
     if (params.get("q")) {
       $("text").value = params.get("q");
       search({ text: params.get("q") });

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.components import require
 from support.tiny_bundle import build_bundle
 from vistas.index import Collections
 from vistas.index.build import build_index, read_shards
@@ -186,7 +187,7 @@ def test_resume_over_a_changed_source_is_refused(tmp_path, model):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray")
+    ray = require("ray", "the `ray` extra: pip install '.[ray]' (make install does)")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

@@ -147,6 +147,7 @@ def test_snapshot_is_rebuilt_from_sqlite(filled, tmp_path, caplog, damage):
         col.upsert(["i0"], x[0], [{"moved": True}])
         col._store._conn.execute("DELETE FROM wal")
         col._store.close()  # a crash: no snapshot of the last write
+        col._dir_lock.release()  # as the kernel does when the process dies
         col._closed = True
     else:
         col.close()

@@ -8,13 +8,10 @@ with scores), and a screenshot (the red thumbnail is actually drawn, and is abse
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
-import os
-import select
-import shutil
-import subprocess
-import time
+import re
 from html.parser import HTMLParser
 
 import httpx
@@ -22,31 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.browser import DevTools, run_chromium
 from support.live_server import running_server
 from support.tiny_bundle import COLOR_RGB, DIM, png
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1000,700", "--virtual-time-budget=20000",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "chromium is not installed; `make install` installs it when run as root (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def run_chromium(args: list[str], tmp_path) -> str:
-    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
 
 
 class Results(HTMLParser):
@@ -80,11 +55,14 @@ def page_server(bundles, tmp_path_factory):
     settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path_factory.mktemp("page_index")), threads=1)
     with running_server(create_app(settings)) as live:
         items = [
-            {"id": f"shapes/{name}.png", "image": base64.b64encode(png(rgb, (40, 30))).decode(), "metadata": {"c": name}}
+            {"id": f"shapes/{name}.png", "image": base64.b64encode(png(rgb, (40, 30))).decode(),
+             "metadata": {"c": name, "label": name, "caption": f"a plain {name} picture"}}
             for name, rgb in COLOR_RGB.items()
         ]
         items.append({"id": "only-a-vector", "vector": [1.0] * DIM})
         r = httpx.post(f"{live.url}/v1/collections/gallery/items", json={"items": items}, timeout=30)
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{live.url}/v1/collections/single/items", json={"items": items[:1]}, timeout=30)
         assert r.status_code == 200, r.text
         yield live
 
@@ -117,62 +95,6 @@ def test_search_page_shows_results_in_chromium(page_server, tmp_path):
     run_chromium([f"--screenshot={after}", url], tmp_path)
     assert red_pixels(before) == 0
     assert red_pixels(after) > 60 * 60  # the red thumbnail, drawn ~150 px wide in the first cell
-
-
-class DevTools:
-    """Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON
-    messages separated by NUL on fds 3 and 4), so no websocket library is needed."""
-
-    def __init__(self, tmp_path):
-        to_chrome, self._write = os.pipe()
-        self._read, from_chrome = os.pipe()
-
-        def child_fds():  # the protocol's fixed descriptors: commands on 3, replies on 4
-            os.dup2(to_chrome, 3)
-            os.dup2(from_chrome, 4)
-
-        cmd = [chromium(), *CHROMIUM_FLAGS[:-1], f"--user-data-dir={tmp_path / 'cdp-profile'}",
-               "--remote-debugging-pipe", "about:blank"]
-        self.proc = subprocess.Popen(cmd, preexec_fn=child_fds, close_fds=False,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_chrome)
-        os.close(from_chrome)
-        self._buffer, self._id, self.session = b"", 0, None
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-    def call(self, method: str, **params) -> dict:
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if self.session and not method.startswith("Target."):
-            message["sessionId"] = self.session
-        os.write(self._write, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 60
-        while True:
-            while b"\0" not in self._buffer:
-                ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
-                assert ready, f"no DevTools answer to {method} in 60 s"
-                self._buffer += os.read(self._read, 1 << 20)
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                assert "error" not in reply, f"{method}: {reply['error']}"
-                return reply["result"]
-
-    def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 30):
-        deadline = time.monotonic() + timeout
-        while not self.evaluate(expression):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-            time.sleep(0.05)
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        os.close(self._write)
-        os.close(self._read)
 
 
 def test_dropping_an_image_searches_by_image(page_server, tmp_path):
@@ -233,3 +155,54 @@ def test_page_on_a_server_with_api_keys(bundles, tmp_path):
             assert browser.evaluate("document.querySelector('.result').dataset.id") == "red"
         finally:
             browser.close()
+
+
+def status_of(dom: str) -> tuple[str, bool]:
+    """(text, is_error) of the page's status line in a dumped DOM."""
+    m = re.search(r'<p id="status" role="status"( class="([^"]*)")?>(.*?)</p>', dom, re.S)
+    assert m, dom[-2000:]
+    return html.unescape(m.group(3)), "error" in (m.group(2) or "")
+
+
+def test_tiles_show_the_label_and_caption(page_server, tmp_path):
+    dom = run_chromium(["--dump-dom", f"{page_server.url}/?q=red&collection=gallery"], tmp_path)
+    figures = re.finditer(r'<figure class="result" data-id="([^"]+)".*?</figure>', dom, re.S)
+    cards = {m.group(1): m.group(0) for m in figures}
+    def shown(card: str) -> list[str]:  # the text a reader sees (not attributes)
+        return [html.unescape(t) for t in re.split(r"<[^>]+>", card) if t.strip()]
+
+    for name in COLOR_RGB:
+        texts = shown(cards[f"shapes/{name}.png"])
+        assert name in texts and f"a plain {name} picture" in texts, texts
+    assert shown(cards["only-a-vector"])[-1] == "only-a-vector"  # no metadata: score and id only
+
+
+def test_one_result_is_singular(page_server, tmp_path):
+    dom = run_chromium(["--dump-dom", f"{page_server.url}/?q=red&collection=single"], tmp_path)
+    text, error = status_of(dom)
+    assert re.fullmatch(r"1 result from single in \d+ ms", text) and not error, text
+
+
+def test_an_unknown_collection_is_refused_visibly(page_server, tmp_path):
+    dom = run_chromium(["--dump-dom", f"{page_server.url}/?q=red&collection=nope"], tmp_path)
+    text, error = status_of(dom)
+    assert error and '"nope"' in text and "gallery" in text and "single" in text, text
+    parsed = Results()
+    parsed.feed(dom)
+    assert parsed.cards == [] and parsed.state == "error"  # no search of another collection instead
+
+
+def test_an_empty_server_and_an_empty_collection_say_what_to_do(bundles, tmp_path):
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
+
+    settings = Settings(bundles=[str(bundles[0])], index_dir=str(tmp_path / "index"), threads=1)
+    with running_server(create_app(settings)) as live:
+        text, _ = status_of(run_chromium(["--dump-dom", f"{live.url}/"], tmp_path))
+        assert "no collections yet" in text and "vistas index build" in text and "/v1/collections/" in text, text
+
+        item = {"id": "gone", "vector": [1.0] * DIM}
+        assert httpx.post(f"{live.url}/v1/collections/emptied/items", json={"items": [item]}).status_code == 200
+        assert httpx.delete(f"{live.url}/v1/collections/emptied/items/gone").status_code == 200
+        text, _ = status_of(run_chromium(["--dump-dom", f"{live.url}/?q=red&collection=emptied"], tmp_path))
+        assert '"emptied" has no items' in text and "/v1/collections/emptied/items" in text, text

@@ -35,6 +35,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, disk_calls):
         atomic_write(target, fail)
     assert target.read_text() == "old"
     assert not [e for e in disk_calls.events if e[0] == "replace"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]  # the partial temp file is removed
 
 
 def test_snapshot_and_collection_json_are_replaced_durably(tmp_path, disk_calls):
