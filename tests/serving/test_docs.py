@@ -83,3 +83,11 @@ def test_swagger_ui_renders_the_operations_offline_in_chromium(server, tmp_path)
     # Swagger UI draws one `opblock` per operation, with its path in `data-path`.
     paths = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
     assert {"/v1/embed", "/v1/classify", "/v1/search", "/health"} <= paths, dom[-3000:]
+
+
+def test_redoc_renders_the_operations_offline_in_chromium(server, tmp_path):
+    offline = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+    dom = run_chromium([offline, "--dump-dom", server.url + "/redoc"], tmp_path)
+    # The page itself names no route: they are in the DOM only once ReDoc has run and read the spec.
+    assert "/v1/embed" not in httpx.get(server.url + "/redoc").text
+    assert all(path in dom for path in ("/v1/embed", "/v1/classify", "/v1/search")), dom[-3000:]
