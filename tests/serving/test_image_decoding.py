@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.components import missing
 from support.live_server import running_server
 from support.serve_process import start_serve
 
@@ -58,7 +59,7 @@ def serve_huge(bundles, tmp_path_factory):
     """`vistas serve` (a real process: its RSS is the server's alone) that accepts 16 huge images,
     with room for one huge image decoded at a time across all requests."""
     if not os.access("/proc/self/clear_refs", os.W_OK):
-        pytest.skip("needs Linux /proc/PID/clear_refs to measure the peak RSS of requests")
+        missing("needs Linux /proc/PID/clear_refs to measure the peak RSS of requests")
     env = {
         "VISTAS_THREADS": "1",
         "VISTAS_MAX_REQUEST_PIXELS": str(N_HUGE * HUGE * HUGE),  # let the request in: it is the memory under test
