@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-serve", action="store_true", help="prepare bundle + index, then exit")
     d.set_defaults(func=_demo)
 
-    be = sub.add_parser("bench", help="run the benchmarks in bench/")
+    # No -h of its own: `vistas bench --help` reaches bench/run.py's parser, which knows the options.
+    be = sub.add_parser("bench", help="run the benchmarks in bench/", add_help=False)
     be.add_argument("rest", nargs=argparse.REMAINDER)
     be.set_defaults(func=_bench)
     return p
