@@ -66,6 +66,10 @@ def _eval(args: argparse.Namespace) -> int:
     model = load_model(args.bundle)
     suites = BatchMaker(load_config(args.config), model.spec.preprocess.image).eval_suites()
     results = run_suites(model.embed_images, model.embed_texts, suites)
+    if args.gallery:
+        from vistas.demo import gallery_precision
+
+        results.update(gallery_precision(model, args.gallery))
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -204,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle")
     v.add_argument("--config", default="siglip_shapes_digits", help="recipe (a file or an installed recipe name) whose eval suites to run")
     v.add_argument("--out", help="also write the results as JSON here")
+    v.add_argument("--gallery", nargs="?", const="build/demo/gallery", metavar="DIR",
+                   help="also text -> image precision@5 of the 36 colour x shape queries on the demo gallery in DIR "
+                        "(default build/demo/gallery; written there first when missing)")
     v.set_defaults(func=_eval)
 
     s = sub.add_parser("serve", help="serve one or more bundles over HTTP")

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = ROOT / "models" / "siglip-shapes-digits"
 GALLERY_SIZES = {"test_seen": 120, "test_unseen": 60}  # shapes per split; all 360 digits test images
+DEFAULT_WORKDIR = Path("build/demo")
 
 
 def write_gallery(out_dir: Path, image_size: int = 64) -> Path:
@@ -50,7 +51,38 @@ def write_gallery(out_dir: Path, image_size: int = 64) -> Path:
     return csv_path
 
 
-def run_demo(*, host: str = "127.0.0.1", port: int = 8000, workdir: str | Path = "build/demo", serve: bool = True) -> None:
+def gallery_contents(csv_path: Path) -> tuple[list[Path], list[frozenset[str]]]:
+    """gallery.csv -> (image paths, the colour x shape labels each image contains).
+
+    The gallery's shapes come from single-object test splits, so a shape row's `label` ("red
+    circle") is everything it holds; a digit holds no colour x shape."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    paths = [csv_path.parent / r["path"] for r in rows]
+    return paths, [frozenset([r["label"]]) if r["kind"] == "shape" else frozenset() for r in rows]
+
+
+def gallery_precision(model, gallery_dir: str | Path = DEFAULT_WORKDIR / "gallery", k: int = 5) -> dict[str, float]:
+    """Text -> image precision@k of the 36 colour x shape queries on the demo gallery, measured on
+    a served model (`vistas eval --gallery`); the gallery is written first when missing."""
+    from PIL import Image
+
+    from vistas.training.evals import precision_at_k
+    from vistas.training.evaluate import embed_in_batches
+
+    csv_path = Path(gallery_dir) / "gallery.csv"
+    if not csv_path.is_file():
+        csv_path = write_gallery(csv_path.parent)
+    paths, contents = gallery_contents(csv_path)
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            images.append(im.convert("RGB"))
+    result = precision_at_k(model.embed_texts, embed_in_batches(model.embed_images, images), contents, k=k)
+    return {f"gallery/{name}": v for name, v in result.items()}
+
+
+def run_demo(*, host: str = "127.0.0.1", port: int = 8000, workdir: str | Path = DEFAULT_WORKDIR, serve: bool = True) -> None:
     from vistas.index.build import build_index
     from vistas.inference.model import load_model
 

@@ -57,7 +57,7 @@ def test_int8_export_reports_cosine_and_eval_change_that_serving_reproduces(tmp_
     suites = [s for s in BatchMaker(load_config(EVAL), int8.spec.preprocess.image).eval_suites() if s.kind == "zero_shot"]
     served = run_suites(int8.embed_images, int8.embed_texts, suites)
     reference = run_suites(fp32.embed_images, fp32.embed_texts, suites)
-    assert set(served) == {k for k in report["eval"] if k.endswith("/accuracy")} and len(served) == 3
+    assert set(served) == {k for k in report["eval"] if k.endswith("/accuracy")} and len(served) == 7
     for metric in served:
         v = report["eval"][metric]
         n = len(next(s for s in suites if metric.startswith(s.name + "/")).examples)

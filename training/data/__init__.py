@@ -4,6 +4,9 @@ and training applies `vistas.images.preprocess` itself, exactly as serving does.
     get_dataset("shapes", split="train", size=10_000)
     get_dataset("digits", split="test")
     get_dataset("user", source="data/train.csv")
+
+Augmentations are named ops composed from a spec (`augment.py`), passed as a data set's
+`augment` argument: get_dataset("digits", split="train", augment="affine(rotate=15)|invert(p=0.3)").
 """
 
 from __future__ import annotations

@@ -3,9 +3,15 @@
 Every example is a pure function of (seed, split, index), so runs are reproducible without
 storing a single image, and a resumed run sees the same data.
 
-An image holds 1-3 objects, each a color x shape x size at a random position, on a light or
-dark low-saturation background (optionally with subtle noise). Backgrounds are grey-ish and
-object colors saturated, so "which color is the object" never depends on the background.
+An image holds 1-3 objects, each a color x shape at a continuous size, position and (where the
+shape allows) rotation, on a background of any grey level and a low-contrast texture. The
+drawing varies so that a model learns the concepts rather than one generator (issue 13: a model
+trained on objects snapped to the 8-pixel patch grid, in two size bands, one rasteriser and
+two background levels scored 99.7 % on its own test images and ~20-25 % on shapes drawn with
+plain PIL): each image is drawn on a canvas of 32-160 pixels and resized to `image_size` with
+a filter drawn at random (drawn large and shrunk = antialiased, drawn small or with "nearest"
+= aliased), objects are filled or outlined with a varied stroke, colors are jittered around
+each name (`PALETTES`), and shapes vary in proportion (`FORMS`). `Style` holds these ranges.
 
 Compositional generalisation is the point of the held-out split: `HELDOUT_PAIRS` names one
 color x shape pair per color and per shape (a Latin-square diagonal), so every color and
@@ -18,16 +24,20 @@ image or caption. `test_unseen` asks the model to recognise them zero-shot, amon
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vistas.training.data.augment import FILTERS, Pipeline, parse, resize_random
 from vistas.training.data.types import Example
 
-# Saturated and far apart in hue (min pairwise RGB distance > 90), unlike any background.
+# The color each name stands for: saturated and far apart in hue (min pairwise RGB distance
+# > 90), unlike any background. Objects are drawn in jittered versions of these (`PALETTES`).
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -36,15 +46,32 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 60, 200),
     "orange": (250, 125, 10),
 }
+# Where each name's jittered colors come from: (hue degrees, saturation, value) ranges in HSV.
+# They include what other programs call these names (PIL/CSS "green" is (0, 128, 0), "purple"
+# (128, 0, 128), "orange" (255, 165, 0)); a sample is kept only if it is nearer its own name than
+# any other in CIELAB (by COLOR_MARGIN) and in RGB, so a jittered "orange" never reads as yellow.
+COLOR_BOXES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "red": ((-12, 8), (0.6, 1.0), (0.55, 1.0)),
+    "green": ((95, 150), (0.55, 1.0), (0.4, 0.9)),
+    "blue": ((205, 245), (0.55, 1.0), (0.5, 1.0)),
+    "yellow": ((47, 62), (0.65, 1.0), (0.8, 1.0)),
+    "purple": ((265, 305), (0.5, 1.0), (0.4, 0.85)),
+    "orange": ((20, 40), (0.75, 1.0), (0.85, 1.0)),
+}
+COLOR_MARGIN = 5.0  # CIELAB delta E (CIE76); about two just-noticeable differences
+PALETTE_SIZE = 512
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
-# Radius as a fraction of the image side; the ranges are 1.3x apart so "small" vs "large"
-# is never ambiguous, and even a small shape spans about two 8-pixel patches at 48 px
-# (smaller ones left a tiny ViT learning colour only).
-SIZES: dict[str, tuple[float, float]] = {"small": (0.13, 0.16), "large": (0.21, 0.25)}
-# Backgrounds: grey level range, tinted by at most +-10 per channel (low saturation).
-BACKGROUNDS: dict[str, tuple[int, int]] = {"light": (195, 240), "dark": (20, 65)}
+# Radius as a fraction of the image side. Sizes are continuous; a caption says "small" or
+# "large" only for a radius inside these bands, which are 1.375x apart, so the words keep
+# their meaning and in-between objects go without one.
+SIZES: dict[str, tuple[float, float]] = {"small": (0.10, 0.16), "large": (0.22, 0.36)}
+# Background grey level (0-255) bands a caption may name; levels in the gaps go unnamed.
+# Textures are low contrast (gradient +-30 levels, stripes +-15, checker +-12, noise std <= 10),
+# so the name holds across the image.
+BACKGROUNDS: dict[str, tuple[int, int]] = {"dark": (0, 70), "grey": (100, 155), "light": (185, 255)}
+TEXTURES = ("flat", "gradient", "noise", "stripes", "checker")
 
-_COLOR_NAMES, _SIZE_NAMES, _BACKGROUND_NAMES = tuple(COLORS), tuple(SIZES), tuple(BACKGROUNDS)
+_COLOR_NAMES = tuple(COLORS)
 # Color i is held out with shape i+2: each color and each shape exactly once, and the pairs
 # used as examples in docs and prompts ("a red circle", "a blue square") stay seen.
 HELDOUT_PAIRS: tuple[tuple[str, str], ...] = tuple(
@@ -57,33 +84,105 @@ _LABEL = {p: i for i, p in enumerate(ALL_PAIRS)}
 # Different seed streams per split: test_seen never replays a training image.
 SPLITS = {"train": 0, "test_seen": 1, "test_unseen": 2}
 
-# Vertices of each polygon for a unit "radius", y pointing down (image coordinates).
-# Circles are drawn as ellipses. The diamond is taller than wide, so a slightly rotated
-# square never looks like one.
-_w, _l = 0.34, 1.05  # cross arm half-width and length
-_POLYGONS: dict[str, np.ndarray] = {
-    "square": np.array([(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]),
-    "triangle": np.array([(1.15 * math.cos(a), 1.15 * math.sin(a)) for a in np.radians([-90, 30, 150])]),
-    "diamond": np.array([(0, -1.15), (0.72, 0), (0, 1.15), (-0.72, 0)]),
-    "star": np.array([
-        ((1.15 if k % 2 == 0 else 0.48) * math.cos(a), (1.15 if k % 2 == 0 else 0.48) * math.sin(a))
-        for k, a in enumerate(np.radians(np.arange(-90, 270, 36)))
-    ]),
-    "cross": np.array([(-_w, -_l), (_w, -_l), (_w, -_w), (_l, -_w), (_l, _w), (_w, _w), (_w, _l), (-_w, _l),
-                       (-_w, _w), (-_l, _w), (-_l, -_w), (-_w, -_w)]),
+# The proportion each shape varies in, as a range sampled per object (None: it has none):
+# triangle: half-base / height (isosceles: 0.58 is equilateral, 0.5 PIL's (x-r, y+r),
+# (x, y-r), (x+r, y+r)); star: inner / outer radius of its 5 points; cross: arm half-width;
+# diamond: width / height (1.0 is a square standing on a corner).
+FORMS: dict[str, tuple[float, float] | None] = {
+    "circle": None, "square": None, "triangle": (0.42, 0.8), "star": (0.36, 0.55),
+    "cross": (0.24, 0.42), "diamond": (0.55, 1.0),
 }
-MAX_ROTATION_DEG = 12  # variety without turning a square into a diamond
-# Objects sit at the centers of a grid of this many pixels: the default matches an 8-pixel ViT
-# patch, so position varies by whole patches. A tiny ViT trained for minutes learns shape from
-# whole-patch translations but hardly from sub-patch ones: supervised 6-way shape accuracy after
-# 200 steps of 64 images was 80 % on the grid, 25-34 % with free placement (4-layer width-128
-# ViT, 48 px, patch 8; `tests/training/test_data.py` keeps the layout honest). 0 = free placement.
-POSITION_GRID = 8
+# Rotation, degrees either way. The rule that keeps the classes apart: a square's sides stay
+# within 15 deg of the axes, and a diamond (width/height <= 1, turned at most 8 deg) has its
+# sides at least atan(0.55) - 8 = 20.8 deg from both axes, so no square looks like a diamond
+# nor the reverse. A cross stays upright ("+", not "x"). Triangles and stars have no other
+# class to turn into; a circle's rotation is invisible.
+MAX_ROTATION_DEG: dict[str, float] = {
+    "circle": 0, "square": 15, "diamond": 8, "cross": 20, "triangle": 180, "star": 180,
+}
+REACH = 1.21  # no vertex is farther than this x radius from the center (square: 0.85 sqrt 2 = 1.202)
+MIN_RADIUS_PX = 5  # on the canvas: a smaller star or cross is a blob, whatever its caption says
+TEXTURE_SIDE = 96  # twice the bundled model's input: texture finer than that would average away
 
-_SINGLE_TEMPLATES = ("{o}", "a photo of {o}", "an image of {o}", "a picture of {o}", "{o} on a {bg} background",
-                     "a photo of {o} on a {bg} background")
-_MULTI_TEMPLATES = ("{o}", "a photo of {o}", "an image with {o}", "{o} on a {bg} background")
+_SINGLE_TEMPLATES = ("{o}", "a photo of {o}", "an image of {o}", "a picture of {o}")
+_MULTI_TEMPLATES = ("{o}", "a photo of {o}", "an image with {o}")
+_BACKGROUND_TEMPLATES = ("{o} on a {bg} background", "a photo of {o} on a {bg} background")
 _PROMPTS = ("{o}", "a photo of {o}", "an image of {o}")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the shapes are drawn; every range is sampled per image or per object.
+
+    radius: object radius range, fraction of the side (a multi-object image caps it at
+        0.42 / sqrt(n), so n objects fit).
+    draw_size: canvas side range in pixels (log-uniform), before the resize to `image_size`;
+        raised per image so the smallest object spans MIN_RADIUS_PX.
+    filters: resize filters (augment.FILTERS names), one drawn per image.
+    outline: probability that an object is outlined rather than filled.
+    stroke: outline width range, fraction of the radius (never under 1.5 output pixels).
+    textures: background textures, one drawn per image (TEXTURES).
+    position_grid: 0 places centers anywhere; g > 0 on the centers of g-pixel cells, as the
+        generator before issue 13 did (g = 8, the patch size).
+    """
+
+    radius: tuple[float, float] = (0.10, 0.36)
+    draw_size: tuple[int, int] = (32, 160)
+    filters: tuple[str, ...] = tuple(FILTERS)
+    outline: float = 0.3
+    stroke: tuple[float, float] = (0.12, 0.35)
+    textures: tuple[str, ...] = TEXTURES
+    position_grid: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.radius[0] <= self.radius[1] <= 0.4:
+            raise ValueError(f"Style.radius {self.radius} must be 0 < low <= high <= 0.4 (fractions of the side)")
+        if not 8 <= self.draw_size[0] <= self.draw_size[1]:
+            raise ValueError(f"Style.draw_size {self.draw_size} must be 8 <= low <= high pixels")
+        bad = [t for t in self.textures if t not in TEXTURES] + [f for f in self.filters if f not in FILTERS]
+        if bad or not self.textures or not self.filters:
+            raise ValueError(f"Style: unknown or missing textures/filters {bad}; known: {TEXTURES}, {tuple(FILTERS)}")
+        if not 0 <= self.outline <= 1:
+            raise ValueError(f"Style.outline is a probability, got {self.outline}")
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB 0-255 -> (..., 3) CIELAB (D65)."""
+    c = np.asarray(rgb, np.float64) / 255
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.9505, 1.0, 1.089])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Degrees, [0, 1], [0, 1] -> (N, 3) in [0, 1]."""
+    h = (h % 360) / 60
+    i, f = np.floor(h).astype(int) % 6, h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    return np.stack([np.choose(i, [v, q, p, p, t, v]), np.choose(i, [t, v, v, q, p, p]),
+                     np.choose(i, [p, p, t, v, v, q])], -1)
+
+
+def _palettes() -> dict[str, np.ndarray]:
+    """PALETTE_SIZE jittered colors per name, each nearer its own name (see COLOR_BOXES)."""
+    rng = np.random.default_rng(13)  # fixed: the palettes are constants, not data
+    protos = np.array(list(COLORS.values()), float)  # (C, 3)
+    lab = srgb_to_lab(protos)
+    out = {}
+    for k, (name, (hue, sat, val)) in enumerate(COLOR_BOXES.items()):
+        n = 8 * PALETTE_SIZE
+        rgb = np.round(255 * _hsv_to_rgb(rng.uniform(*hue, n), rng.uniform(*sat, n), rng.uniform(*val, n)))
+        d_lab = np.linalg.norm(srgb_to_lab(rgb)[:, None] - lab[None], axis=-1)  # (n, C)
+        d_rgb = np.linalg.norm(rgb[:, None] - protos[None], axis=-1)
+        keep = (np.delete(d_lab, k, 1).min(1) - d_lab[:, k] >= COLOR_MARGIN) & (d_rgb.argmin(1) == k)
+        assert keep.sum() >= PALETTE_SIZE, f"COLOR_BOXES[{name!r}] is mostly nearer other names"
+        out[name] = rgb[keep][:PALETTE_SIZE].astype(np.uint8)
+    return out
+
+
+PALETTES: dict[str, np.ndarray] = _palettes()
 
 
 def with_article(phrase: str) -> str:
@@ -107,26 +206,60 @@ def object_count_probs(max_objects: int) -> np.ndarray:
     return w / w.sum()
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: str, center: np.ndarray, radius: float, angle: float, fill) -> None:
-    if shape == "circle":
-        x, y = center
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
-        return
+def _band(value: float, bands: dict) -> str | None:
+    return next((name for name, (lo, hi) in bands.items() if lo <= value <= hi), None)
+
+
+def size_word(radius_fraction: float) -> str | None:
+    """"small", "large" or None (in between: no word fits clearly)."""
+    return _band(radius_fraction, SIZES)
+
+
+def background_word(level: float) -> str | None:
+    """"dark", "grey", "light" or None for a background grey level."""
+    return _band(level, BACKGROUNDS)
+
+
+def polygon(shape: str, form: float | None, angle: float) -> np.ndarray:
+    """(V, 2) vertices for unit radius, rotated by `angle` radians, y pointing down."""
+    if shape == "square":
+        pts = np.array([(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)])
+    elif shape == "diamond":
+        pts = np.array([(0, -1.15), (1.15 * form, 0), (0, 1.15), (-1.15 * form, 0)])
+    elif shape == "triangle":  # isosceles, apex up, base corners on the circle of radius 1.15
+        h = 1.15 / math.hypot(form, 0.5)
+        pts = np.array([(0, -h / 2), (form * h, h / 2), (-form * h, h / 2)])
+    elif shape == "star":
+        a = np.radians(np.arange(-90, 270, 36))  # (10,) outer and inner points alternate
+        r = np.where(np.arange(10) % 2 == 0, 1.15, 1.15 * form)
+        pts = np.stack([r * np.cos(a), r * np.sin(a)], -1)
+    elif shape == "cross":
+        w, e = form, 1.05
+        pts = np.array([(-w, -e), (w, -e), (w, -w), (e, -w), (e, w), (w, w), (w, e), (-w, e),
+                        (-w, w), (-e, w), (-e, -w), (-w, -w)])
+    else:
+        raise ValueError(f"{shape!r} has no polygon; shapes: {SHAPES}")
     c, s = math.cos(angle), math.sin(angle)
-    pts = _POLYGONS[shape] @ np.array([[c, s], [-s, c]]) * radius + center  # (V, 2) rotated, placed
-    draw.polygon([tuple(p) for p in pts], fill=fill)
+    return pts @ np.array([[c, s], [-s, c]])
+
+
+def _geometry(shape: str, rng: np.random.Generator) -> tuple[float, float | None]:
+    """(angle in radians, form) for one object of `shape`."""
+    angle = math.radians(rng.uniform(-1, 1) * MAX_ROTATION_DEG[shape])
+    form = FORMS[shape]
+    return angle, (float(rng.uniform(*form)) if form else None)
 
 
 def _place(rng: np.random.Generator, radii: list[float], size: int, grid: int = 0,
            tries: int = 30) -> list[np.ndarray | None]:
-    """Centers inside the image with centers at least 0.9*(r_i + r_j) apart (touching, not
-    stacked); None for an object that found no room (it is then left out of image and caption).
+    """Centers inside the image, objects touching at most, never covering another's middle;
+    None for an object that found no room (it is then left out of image and caption).
 
-    grid > 0 puts centers on the centers of a grid of `grid`-pixel cells (see POSITION_GRID)."""
+    grid > 0 puts centers on the centers of a grid of `grid`-pixel cells."""
     placed: list[tuple[np.ndarray, float]] = []
     out = []
     for r in radii:
-        lo, hi = 1.2 * r, size - 1.2 * r  # polygons reach 1.15 r
+        lo, hi = REACH * r, size - REACH * r
         if grid:
             cells = np.arange(grid / 2, size, grid)
             cells = cells[(cells >= lo) & (cells <= hi)]
@@ -134,7 +267,10 @@ def _place(rng: np.random.Generator, radii: list[float], size: int, grid: int = 
                 cells = np.array([size / 2])
         for _ in range(tries):
             c = cells[rng.integers(len(cells), size=2)] if grid else rng.uniform(lo, hi, size=2)
-            if all(np.hypot(*(c - pc)) >= 0.9 * (r + pr) for pc, pr in placed):
+            # 0.9 (r + pr): touching, not stacked; the second term keeps a big object's corners
+            # off a small one's middle (sizes vary 3.6x).
+            if all(np.hypot(*(c - pc)) >= max(0.9 * (r + pr), REACH * max(r, pr) + 0.5 * min(r, pr))
+                   for pc, pr in placed):
                 placed.append((c, r))
                 out.append(c)
                 break
@@ -144,20 +280,23 @@ def _place(rng: np.random.Generator, radii: list[float], size: int, grid: int = 
 
 
 def _object_phrase(obj: dict, rng: np.random.Generator, color: bool = True) -> str:
-    words = ([obj["size"]] if rng.random() < 0.5 else []) + ([obj["color"]] if color else []) + [obj["shape"]]
+    sized = obj["size"] is not None and rng.random() < 0.5
+    words = ([obj["size"]] if sized else []) + ([obj["color"]] if color else []) + [obj["shape"]]
     return with_article(" ".join(words))
 
 
-def _caption(objects: list[dict], background: str, rng: np.random.Generator, shape_only: float = 0.0) -> str:
+def _caption(objects: list[dict], background: str | None, rng: np.random.Generator, shape_only: float = 0.0) -> str:
     color = not (shape_only and rng.random() < shape_only)
     phrases = [_object_phrase(o, rng, color) for o in objects]
     listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     templates = _SINGLE_TEMPLATES if len(objects) == 1 else _MULTI_TEMPLATES
+    if background is not None:
+        templates += _BACKGROUND_TEMPLATES
     return templates[rng.integers(len(templates))].format(o=listing, bg=background)
 
 
 _OBJECT_RE = re.compile(
-    rf"\b(?:(small|large) )?(?:({'|'.join(COLORS)}) )?({'|'.join(SHAPES)})\b"
+    rf"\b(?:({'|'.join(SIZES)}) )?(?:({'|'.join(COLORS)}) )?({'|'.join(SHAPES)})\b"
 )
 _BACKGROUND_RE = re.compile(rf"on an? ({'|'.join(BACKGROUNDS)}) background")
 
@@ -174,7 +313,8 @@ def caption_describes(parsed: tuple[list, str | None], attrs: dict) -> bool:
     True when it names exactly the image's objects (shape, and color and size where it says
     them) and its background where it names one. Contrastive training uses this so that
     "a red circle" counts as a positive for every red circle in the batch, not only the one
-    it was written for: with 36 color x shape pairs, a batch holds several of each.
+    it was written for: with 36 color x shape pairs, a batch holds several of each. An object
+    of in-between size (size None) fits no size word; an unnamed background fits no name.
     """
     objects, background = parsed
     if background is not None and background != attrs["background"]:
@@ -191,19 +331,60 @@ def caption_describes(parsed: tuple[list, str | None], attrs: dict) -> bool:
     )
 
 
-def render(objects: list[dict], background: str, noise: bool, image_size: int, rng: np.random.Generator) -> Image.Image:
-    """Objects (with color, shape, center, radius, angle) on a background -> RGB PIL image."""
-    lo, hi = BACKGROUNDS[background]
-    base = rng.integers(lo, hi + 1) + rng.integers(-10, 11, size=3, dtype=np.int16)  # (3,) tinted grey
-    if noise:  # subtle grey noise (uniform, std ~6) on the background only: object colors stay exact
-        pixels = base + rng.integers(-10, 11, size=(image_size, image_size, 1), dtype=np.int16)  # (S, S, 3)
-        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+def _background(level: float, kind: str, side: int, rng: np.random.Generator) -> Image.Image:
+    """A (side, side) RGB background around grey `level`, tinted by at most +-10 per channel
+    (low saturation, so it never reads as an object color), with a low-contrast texture `kind`.
+    Textures are computed at most TEXTURE_SIDE pixels across and enlarged (half the cost)."""
+    base = level + rng.integers(-10, 11, size=3)  # (3,)
+    if kind == "flat":
+        return Image.new("RGB", (side, side), tuple(int(v) for v in np.clip(np.round(base), 0, 255)))
+    full, side = side, min(side, TEXTURE_SIDE)
+    if kind == "noise":  # grain from pixel-sized to a few pixels across
+        grains = int(rng.integers(max(2, side // 6), side + 1))
+        coarse = rng.normal(0, rng.uniform(3, 10), size=(grains, grains)).astype(np.float32)
+        field = np.asarray(Image.fromarray(coarse).resize((side, side), Image.Resampling.BILINEAR))
     else:
-        img = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in base.clip(0, 255)))
+        theta = rng.uniform(0, 2 * math.pi)
+        c, s = math.cos(theta), math.sin(theta)
+        x = np.arange(side, dtype=np.float32)
+        if kind == "checker":
+            cell = rng.uniform(3, 16)
+            parity = (x[None, :] // cell + x[:, None] // cell) % 2  # (S, S)
+            field = rng.uniform(4, 12) * (2 * parity - 1)
+        else:
+            along = x[None, :] * c + x[:, None] * s  # (S, S) pixels along theta
+            if kind == "gradient":  # along spans side (|c| + |s|), centred on side (c + s) / 2
+                field = rng.uniform(8, 30) * (2 * along / side - (c + s)) / (abs(c) + abs(s))
+            else:
+                field = rng.uniform(4, 15) * np.sign(np.sin(2 * math.pi * along / rng.uniform(3, 16)))
+    # The field is well within +-127 levels: store it around 128 in one byte per pixel, and let a lookup
+    # table move it to each channel's base (three times cheaper than float RGB).
+    grey = np.clip(field + 128.5, 0, 255).astype(np.uint8)  # (S, S)
+    lut = np.clip(np.round(np.arange(256)[:, None] - 128 + base[None, :]), 0, 255).astype(np.uint8)  # (256, 3)
+    img = Image.fromarray(lut[grey])  # (S, S, 3)
+    return img if side == full else img.resize((full, full), Image.Resampling.BILINEAR)
+
+
+def render(attrs: dict, image_size: int, style: Style, augment: Pipeline, rng: np.random.Generator) -> Image.Image:
+    """A scene's attrs -> (image_size, image_size) RGB PIL image: background and objects on a
+    `draw_size` canvas, resized with a random filter, then the augmentation ops."""
+    side = attrs["draw_size"]
+    scale = side / image_size
+    img = _background(attrs["level"], attrs["texture"], side, rng)
     draw = ImageDraw.Draw(img)
-    for o in objects:
-        _draw(draw, o["shape"], np.asarray(o["center"]), o["radius"], o["angle"], COLORS[o["color"]])
-    return img
+    for o in attrs["objects"]:
+        color = tuple(int(v) for v in o["rgb"])
+        center, radius = np.asarray(o["center"]) * scale, o["radius"] * scale
+        width = max(1, round(o["outline"] * radius)) if o["outline"] else 0
+        fill, outline = (None, color) if width else (color, None)
+        if o["shape"] == "circle":
+            x, y = center
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=outline, width=width)
+        else:
+            pts = polygon(o["shape"], o["form"], o["angle"]) * radius + center  # (V, 2) placed
+            draw.polygon([tuple(p) for p in pts], fill=fill, outline=outline, width=width)
+    filters = [FILTERS[f] for f in style.filters]
+    return augment(resize_random(img, (image_size, image_size), rng, filters), rng)
 
 
 class ShapesDataset:
@@ -214,28 +395,37 @@ class ShapesDataset:
                  captions leave the colors out ("a photo of a star and a small circle").
     test_seen:   one object, seen pairs, cycling through them so classes are balanced.
     test_unseen: one object, HELDOUT_PAIRS, cycling likewise.
+
+    style: a `Style` or a dict of its fields (how the scenes are drawn); augment: an
+    augmentation spec (`augment.parse`) run on every image after the resize.
     """
 
     class_names = staticmethod(class_names)
     zero_shot_prompts = staticmethod(zero_shot_prompts)
 
     def __init__(self, split: str, size: int, image_size: int = 64, seed: int = 0, max_objects: int = 3,
-                 position_grid: int = POSITION_GRID, shape_only: float = 0.0):
+                 shape_only: float = 0.0, style: Style | dict | None = None, augment=None):
         if split not in SPLITS:
             raise ValueError(f"unknown shapes split {split!r}; expected one of {list(SPLITS)}")
         if not 1 <= max_objects <= len(SHAPES):
             raise ValueError(f"max_objects must be in 1..{len(SHAPES)}, got {max_objects}")
         if image_size < 16:
             raise ValueError(f"image_size {image_size} is too small to draw shapes; use >= 16")
-        self.split, self.size, self.image_size, self.seed = split, int(size), image_size, seed
         if not 0 <= shape_only <= 1:
             raise ValueError(f"shape_only is a fraction of captions, in [0, 1]; got {shape_only}")
-        self.position_grid = position_grid
+        self.split, self.size, self.image_size, self.seed = split, int(size), image_size, seed
+        if isinstance(style, dict):
+            known = [f.name for f in dataclasses.fields(Style)]
+            if set(style) - set(known):
+                raise ValueError(f"unknown Style fields {sorted(set(style) - set(known))}; known: {known}")
+            style = Style(**{k: tuple(v) if isinstance(v, list) else v for k, v in style.items()})
+        self.style = style or Style()
+        self.augment = parse(augment)
         # Color is the easy signal: with colors always named, a contrastive model matches captions
         # by color within minutes and learns shape slowly (55 % zero-shot on seen pairs after 1,500
         # steps), because shape only separates the few same-color negatives of a batch. Captions
         # that name shapes alone make shape the only signal for their pairs. At 0.5, the bundled
-        # recipe (configs/siglip_shapes_digits.py) reaches 99.7 % where it had 55.6 %, and a
+        # recipe (configs/siglip_shapes_digits.py) reached 99.7 % where it had 55.6 %, and a
         # 600-step probe of it 69 % where it had 23 % (0.3: 43 %).
         self.shape_only = shape_only
         self.max_objects = max_objects if split == "train" else 1
@@ -259,35 +449,44 @@ class ShapesDataset:
         else:
             pool = SEEN_PAIRS if self.split == "test_seen" else HELDOUT_PAIRS
             pairs = [pool[index % len(pool)]]
-        sizes = [_SIZE_NAMES[rng.integers(len(_SIZE_NAMES))] for _ in pairs]
-        radii = [rng.uniform(*SIZES[s]) * self.image_size for s in sizes]
-        centers = _place(rng, radii, self.image_size, self.position_grid)
-        objects = [
-            {"color": c, "shape": sh, "size": sz, "center": (float(ctr[0]), float(ctr[1])), "radius": float(r),
-             "angle": float(np.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)))}
-            for (c, sh), sz, r, ctr in zip(pairs, sizes, radii, centers)
-            if ctr is not None
-        ]
+        st, s = self.style, self.image_size
+        fractions = rng.uniform(st.radius[0], min(st.radius[1], max(st.radius[0], 0.42 / math.sqrt(len(pairs)))),
+                                size=len(pairs))
+        centers = _place(rng, list(fractions * s), s, st.position_grid)
+        objects = []
+        for (color, shape), frac, ctr in zip(pairs, fractions, centers):
+            angle, form = _geometry(shape, rng)
+            rgb = PALETTES[color][rng.integers(PALETTE_SIZE)]
+            outline = float(max(rng.uniform(*st.stroke), 1.5 / (frac * s))) if rng.random() < st.outline else 0.0
+            if ctr is not None:
+                objects.append({"color": color, "shape": shape, "size": size_word(frac), "radius": float(frac * s),
+                                "center": (float(ctr[0]), float(ctr[1])), "angle": angle, "form": form,
+                                "rgb": tuple(int(v) for v in rgb), "outline": outline})
         assert objects, "the first object always fits in an empty image"
-        background = _BACKGROUND_NAMES[rng.integers(len(_BACKGROUND_NAMES))]
-        noise = bool(rng.random() < 0.5)
-        # Background tint and noise come from their own seed, so `twin` can redraw the scene exactly.
-        attrs = {"objects": objects, "background": background, "noise": noise,
+        side = math.exp(rng.uniform(math.log(st.draw_size[0]), math.log(st.draw_size[1])))
+        side = max(side, MIN_RADIUS_PX * s / min(o["radius"] for o in objects))
+        level = float(rng.uniform(0, 255))
+        # The texture's pixels, the resize filter and the augmentation come from their own seed,
+        # so `twin` can redraw the scene exactly.
+        attrs = {"objects": objects, "background": background_word(level), "level": level,
+                 "texture": st.textures[rng.integers(len(st.textures))], "draw_size": int(round(side)),
                  "render_seed": int(rng.integers(2**32))}
         return self._example(attrs, rng)
 
     def _example(self, attrs: dict, rng: np.random.Generator) -> Example:
-        objects, background = attrs["objects"], attrs["background"]
-        image = render(objects, background, attrs["noise"], self.image_size, np.random.default_rng(attrs["render_seed"]))
-        caption = _caption(objects, background, rng, self.shape_only)
+        objects = attrs["objects"]
+        image = render(attrs, self.image_size, self.style, self.augment, np.random.default_rng(attrs["render_seed"]))
+        caption = _caption(objects, attrs["background"], rng, self.shape_only)
         label = _LABEL[(objects[0]["color"], objects[0]["shape"])] if len(objects) == 1 else None
         return Example(image, caption, label, attrs)
 
     def twin(self, example: Example, rng: np.random.Generator) -> Example | None:
         """The same scene with one object's shape swapped for another of the split's pairs: a
         minimal pair that only shape tells apart (a contrast set, Gardner et al. 2020, arXiv
-        2004.02709). Same positions, sizes, background and noise; a fresh caption. None when no
-        object can change shape without leaving the split's pairs or repeating a pair."""
+        2004.02709). Same positions, sizes, colors, strokes, background, filter and
+        augmentation; the new shape gets its own rotation and proportion (their ranges differ
+        per shape); a fresh caption. None when no object can change shape without leaving the
+        split's pairs or repeating a pair."""
         pool = set(SEEN_PAIRS if self.split != "test_unseen" else HELDOUT_PAIRS)
         objects = example.attrs["objects"]
         taken = {(o["color"], o["shape"]) for o in objects}
@@ -296,6 +495,8 @@ class ShapesDataset:
             shapes = [sh for sh in SHAPES if (color, sh) in pool and (color, sh) not in taken]
             if shapes:
                 swapped = [dict(o) for o in objects]
-                swapped[k]["shape"] = shapes[rng.integers(len(shapes))]
+                shape = shapes[rng.integers(len(shapes))]
+                angle, form = _geometry(shape, rng)
+                swapped[k].update(shape=shape, angle=angle, form=form)
                 return self._example({**example.attrs, "objects": swapped}, rng)
         return None
