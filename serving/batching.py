@@ -139,6 +139,7 @@ class _TowerQueue:
         self._cv = threading.Condition()
         self._closing = False
         self._batch_s = 0.0  # moving average of a model call, for Retry-After
+        self._running_rows = 0  # rows in model calls under way (a gauge: ops and tests see a call in progress)
         self._threads = [
             threading.Thread(target=self._work, name=f"batcher:{label}:{tower}:{i}", daemon=True)
             for i in range(config.workers)
@@ -171,6 +172,9 @@ class _TowerQueue:
 
     def depth(self) -> int:
         return len(self._queue)
+
+    def running_rows(self) -> int:
+        return self._running_rows
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1): calls ahead times a call's duration."""
@@ -229,19 +233,27 @@ class _TowerQueue:
                 self.observer(BatchStats(self.tower, 0, 0, 0.0, [], dropped))
             return
         started = time.monotonic()
+        rows = sum(j.rows for j in batch)
+        with self._cv:
+            self._running_rows += rows
         try:
             if len(batch) == 1:
                 feeds = batch[0].feeds
             else:  # (sum of rows, ...) per input name, in queue order
                 feeds = {k: np.concatenate([j.feeds[k] for j in batch]) for k in batch[0].feeds}
-            out = self.runtime.run(self.tower, feeds)
+            out, error = self.runtime.run(self.tower, feeds), None
         except Exception as e:  # noqa: BLE001 - isolate the failing request, then hand the error to its caller
+            out, error = None, e
+        finally:
+            with self._cv:
+                self._running_rows -= rows
+        if error is not None:
             if len(batch) > 1:
-                log.warning("a batch of %d %s requests failed (%r); running them one by one", len(batch), self.tower, e)
+                log.warning("a batch of %d %s requests failed (%r); running them one by one", len(batch), self.tower, error)
                 for job in batch:
                     self._run([job], 0)
                 return
-            self._finish(batch[0], error=e)  # raised in the request thread, where the error handler logs it
+            self._finish(batch[0], error=error)  # raised in the request thread, where the error handler logs it
             return
         run_s = time.monotonic() - started
         self._batch_s = run_s if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * run_s
@@ -299,6 +311,11 @@ class BatchingRuntime:
         """Requests waiting (not yet running) in this tower's queue."""
         q = self._queues.get(tower)
         return q.depth() if q is not None else 0
+
+    def running_rows(self, tower: str) -> int:
+        """Rows in this tower's model calls under way now."""
+        q = self._queues.get(tower)
+        return q.running_rows() if q is not None else 0
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Drain: queued requests still run and get their answers; new ones get ShuttingDown."""

@@ -76,6 +76,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge("vistas_queue_depth", "Requests waiting in a batching queue.", labels, registry=r)
+        self.running_rows = Gauge(
+            "vistas_batch_rows_running", "Rows in model calls under way (0 when the model is idle).", labels, registry=r
+        )
         self.dropped = Counter(
             "vistas_batch_dropped", "Queued requests skipped because their client disconnected.", labels, registry=r
         )
@@ -108,13 +111,14 @@ class Metrics:
         return observe
 
     def watch_queues(self, models: dict) -> None:
-        """Queue depth gauges read each batching runtime's queues at scrape time."""
+        """Queue depth and running-rows gauges read each batching runtime's queues at scrape time."""
         for name, model in models.items():
             runtime = model.runtime
             if not hasattr(runtime, "queue_depth"):
                 continue
             for tower in ("image", "text"):
                 self.queue_depth.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.queue_depth(t))
+                self.running_rows.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.running_rows(t))
 
     def watch_collections(self, source) -> None:
         """`source()` -> the app's Collections (or None), read at each scrape."""

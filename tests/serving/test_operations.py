@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from support.live_server import running_server
+from support.poll import wait_for
 from support.prom import scrape, value
 from support.tiny_bundle import COLOR_RGB, DIM, build_bundle, png
 
@@ -49,13 +50,10 @@ def concurrently(n: int, fn) -> list:
         return list(pool.map(call, range(n)))
 
 
-def wait_until_running(url: str) -> None:
-    """Until one request is in progress besides the scrape, then 0.1 s: its tiny images are decoded."""
-    for _ in range(500):
-        if value(scrape(url), "vistas_http_requests_in_progress") >= 2:
-            break
-        threading.Event().wait(0.01)
-    threading.Event().wait(0.1)
+def wait_until_running(url: str, rows: int) -> None:
+    """Until the heavy model's image tower is running a call of at least `rows` rows."""
+    wait_for(lambda: value(scrape(url), "vistas_batch_rows_running", model="heavy", tower="image") >= rows,
+             what=f"a {rows}-row image batch running", every=0.01)
 
 
 # ---- batching -------------------------------------------------------------------------------
@@ -110,13 +108,11 @@ def test_over_full_queue_answers_429_with_retry_after(heavy_bundle):
     assert after.status_code == 200  # and the server goes on serving
 
 
-@pytest.mark.xfail(reason="regression found at the end of the session that made it (stop 21): the late request "
-                   "is answered 200, not 503 queue_timeout, since the hardening changes; see the stop's note", strict=False)
 def test_queue_timeout_answers_503(heavy_bundle):
     with serve([heavy_bundle], batch_max_size=64, batch_timeout_s=0.05) as live:
         with ThreadPoolExecutor(1) as pool:
             long = pool.submit(httpx.post, f"{live.url}/v1/embed", json={"images": [RED] * 64}, timeout=60)
-            wait_until_running(live.url)
+            wait_until_running(live.url, 64)
             late = httpx.post(f"{live.url}/v1/embed", json={"images": [RED]}, timeout=60)
             assert long.result().status_code == 200
     assert late.status_code == 503 and late.json()["error"]["code"] == "queue_timeout"
@@ -146,7 +142,7 @@ def test_departed_client_takes_no_batch_slot(heavy_bundle):
     with serve([heavy_bundle], batch_max_size=64) as live:
         with ThreadPoolExecutor(2) as pool:
             long = pool.submit(httpx.post, f"{live.url}/v1/embed", json={"images": [RED] * 64}, timeout=60)
-            wait_until_running(live.url)
+            wait_until_running(live.url, 64)
             # A raw socket, so the client leaves exactly when its request is queued behind the long one.
             body = json.dumps({"images": [RED] * 3}).encode()
             host, port = live.url.removeprefix("http://").split(":")
