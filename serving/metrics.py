@@ -11,6 +11,7 @@ Batching (recorded by vistas.serving.batching's worker threads, per model and to
     vistas_model_seconds{model,tower}                         histogram, duration of a model call
     vistas_queue_wait_seconds{model,tower}                    histogram, a request's wait for its batch
     vistas_queue_depth{model,tower}                           gauge, requests waiting (read at scrape)
+    vistas_batch_rows_running{model,tower}                    gauge, rows in model calls under way
     vistas_batch_dropped_total{model,tower}                   counter, queued requests whose client left
 Collections (read at scrape time from the app's vistas.index.Collections):
     vistas_collection_unavailable{collection}                 gauge, 1 per collection on disk that could not
