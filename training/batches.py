@@ -39,22 +39,31 @@ class BatchMaker:
     def __init__(self, config: Config, image_spec: ImageSpec):
         self.config, self.image_spec = config, image_spec
         self.sources = [get_dataset(d["name"], **d.get("kwargs", {})) for d in config.data]
-        w = np.asarray([d["weight"] for d in config.data], np.float64)
-        self.weights = w / w.sum()
+        self.schedules = [weight_schedule(d["name"], d["weight"]) for d in config.data]
+        knots = sorted({0, *(k for steps, _ in self.schedules for k in steps)})
+        for step in knots:  # piecewise linear: the total is positive everywhere iff at every knot
+            if sum(np.interp(step, *sch) for sch in self.schedules) <= 0:
+                raise ValueError(f"the data mixture's weights are all 0 at step {step}; give some source a positive weight")
+        self.weights = self.weights_at(0)
         for d, ds in zip(config.data, self.sources):
             if len(ds) == 0:
                 raise ValueError(f"training source {d['name']} is empty")
             if d.get("twins") and not hasattr(ds, "twin"):
                 raise ValueError(f"training source {d['name']} cannot make twins (it has no `twin` method)")
 
-    def _pick(self, rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+    def weights_at(self, step: int) -> np.ndarray:
+        """The mixture's probabilities at `step` (each source's weight schedule, normalised)."""
+        w = np.asarray([np.interp(step, *sch) for sch in self.schedules], np.float64)
+        return w / w.sum()
+
+    def _pick(self, rng: np.random.Generator, n: int, weights: np.ndarray | None = None) -> list[tuple[int, int]]:
         """n (source, index) pairs: source by mixture weight, index uniformly at random."""
-        which = rng.choice(len(self.sources), size=n, p=self.weights)
+        which = rng.choice(len(self.sources), size=n, p=self.weights if weights is None else weights)
         return [(int(s), int(rng.integers(len(self.sources[s])))) for s in which]
 
     def batch(self, step: int) -> Batch:
         rng = np.random.default_rng([self.config.seed, 1, step])
-        picked = self._pick(rng, self.config.batch_size)
+        picked = self._pick(rng, self.config.batch_size, self.weights_at(step))
         names = [self.config.data[s]["name"] for s, _ in picked]
         examples = [self.sources[s][i] for s, i in picked]
         self._add_twins(rng, picked, examples)
@@ -86,6 +95,25 @@ class BatchMaker:
             ds = eval_dataset(e["dataset"], **e.get("kwargs", {}))
             suites.append(EvalSuite(e["name"], e["kind"], list(ds), list(ds.class_names()), ds.zero_shot_prompts))
         return suites
+
+
+def weight_schedule(name: str, weight) -> tuple[list[float], list[float]]:
+    """A data entry's `weight` -> (steps, weights) knots for np.interp.
+
+    A number is a constant weight. A list of [step, weight] pairs is a schedule, linear between
+    the knots and constant outside them: a curriculum (Bengio et al. 2009), e.g. easy sources
+    first, [[0, 1.0], [1000, 0.2]], and the hard ones later, [[0, 0.0], [1000, 0.8]]."""
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
+        knots = [(0, float(weight))]
+    elif isinstance(weight, (list, tuple)) and weight and all(
+            isinstance(k, (list, tuple)) and len(k) == 2 and all(isinstance(v, (int, float)) for v in k) for k in weight):
+        knots = [(float(a), float(b)) for a, b in weight]
+    else:
+        raise ValueError(f"data source {name!r}: weight {weight!r} is not a number or a list of [step, weight] pairs")
+    steps, weights = zip(*knots)
+    if any(b <= a for a, b in zip(steps, steps[1:])) or min(weights) < 0:
+        raise ValueError(f"data source {name!r}: weight schedule {weight!r} needs increasing steps and weights >= 0")
+    return list(steps), list(weights)
 
 
 def eval_dataset(name: str, **kwargs):

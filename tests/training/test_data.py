@@ -514,6 +514,66 @@ def test_pair_labels_keep_handwritten_and_printed_apart():
     assert np.array_equal(labels, want)
 
 
+def test_mixture_weights_follow_a_schedule():
+    """A weight may be [[step, weight], ...]: linear between knots, constant outside (a curriculum)."""
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import Config
+
+    config = Config(seed=0, batch_size=200, data=[
+        dict(name="digits", weight=[[0, 1.0], [100, 0.0]], kwargs=dict(split="train", size=1000, image_size=16)),
+        dict(name="shapes", weight=[[0, 0.0], [100, 1.0]], kwargs=dict(split="train", size=1000, image_size=16)),
+    ])
+    maker = BatchMaker(config, None)
+    assert maker.weights_at(0).tolist() == [1.0, 0.0] and maker.weights_at(500).tolist() == [0.0, 1.0]
+    assert np.allclose(maker.weights_at(25), [0.75, 0.25])
+
+    def digits_in(step):
+        return sum(isinstance(e, str) and ("digit" in e or "number" in e or "handwritten" in e)
+                   for e in maker.batch(step).captions)
+
+    assert digits_in(0) == 200 and digits_in(200) == 0
+    assert 70 <= digits_in(50) <= 130  # half and half, drawn at random
+
+
+def test_a_constant_weight_draws_the_batches_it_always_did():
+    """Schedules must not change the batches of existing recipes: resumed runs replay their data."""
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import Config
+
+    entries = [dict(name="digits", weight=0.3, kwargs=dict(split="train", size=1000, image_size=16)),
+               dict(name="shapes", weight=0.7, kwargs=dict(split="train", size=1000, image_size=16))]
+    maker = BatchMaker(Config(seed=3, batch_size=32, data=entries), None)
+    rng = np.random.default_rng([3, 1, 7])  # what batch(7) drew before schedules existed
+    which = rng.choice(2, size=32, p=np.array([0.3, 0.7]))
+    captions = [maker.sources[int(s)][int(rng.integers(1000))].caption for s in which]
+    assert maker.batch(7).captions == captions
+
+
+@pytest.mark.parametrize("weight, message", [
+    ("a lot", "not a number or a list"),
+    ([[100, 1.0], [0, 0.5]], "increasing steps"),
+    ([[0, -1.0]], "weights >= 0"),
+])
+def test_bad_weight_schedules_are_refused(weight, message):
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import Config
+
+    config = Config(seed=0, batch_size=8, data=[dict(name="digits", weight=weight, kwargs=dict(split="train", size=10))])
+    with pytest.raises(ValueError, match=message):
+        BatchMaker(config, None)
+
+
+def test_a_mixture_that_empties_is_refused():
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import Config
+
+    config = Config(seed=0, batch_size=8, data=[
+        dict(name="digits", weight=[[0, 1.0], [100, 0.0]], kwargs=dict(split="train", size=10)),
+        dict(name="shapes", weight=[[150, 0.0], [200, 1.0]], kwargs=dict(split="train", size=10))])
+    with pytest.raises(ValueError, match="all 0 at step 100"):
+        BatchMaker(config, None)
+
+
 # ---------------------------------------------------------------- the recipe
 
 
