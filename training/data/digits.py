@@ -51,6 +51,8 @@ _TEMPLATES = {
         "the digit {digit}",
     ),
 }
+# The templates the sources share: captions that say nothing of how the digit was made.
+_NEUTRAL_TEMPLATES = tuple(t for t in _TEMPLATES["sklearn"] if t in _TEMPLATES["typeset"])
 # A caption with one of these words is true only of its source's images.
 _STYLE_WORDS = {"handwritten": "sklearn", "printed": "typeset"}
 _PROMPTS = ("a photo of the digit {name}", "a handwritten {digit}", "the number {name}")
@@ -171,6 +173,8 @@ class DigitsDataset:
     sources: {"sklearn": weight, "typeset": weight}; example i's source is drawn by weight.
         Default sklearn only, so the test split is exactly the held-out scans.
     augment: an augmentation spec (augment.parse) applied after the resize to `image_size`.
+    style_words: False leaves "handwritten" and "printed" out of the captions (the templates
+        both sources share).
         In the train split the scans are also upscaled with a filter drawn at random.
     """
 
@@ -178,8 +182,10 @@ class DigitsDataset:
     zero_shot_prompts = staticmethod(zero_shot_prompts)
 
     def __init__(self, split: str, size: int | None = None, image_size: int = 64, seed: int = 0,
-                 test_fraction: float = 0.2, sources: dict[str, float] | None = None, augment=None):
+                 test_fraction: float = 0.2, sources: dict[str, float] | None = None, augment=None,
+                 style_words: bool = True):
         self.split, self.image_size, self.seed = split, image_size, seed
+        self.style_words = style_words
         self.indices = split_indices(split, seed, test_fraction)
         self.size = len(self.indices) if size is None else int(size)
         sources = sources or {"sklearn": 1.0}
@@ -220,7 +226,7 @@ class DigitsDataset:
             font = TYPESET_FONTS[rng.integers(len(TYPESET_FONTS))]
             img = render_typeset(digit, font, self.image_size, rng)
             attrs = {"digit": digit, "source": source, "font": font}
-        templates = _TEMPLATES[source]
+        templates = _TEMPLATES[source] if self.style_words else _NEUTRAL_TEMPLATES
         caption = templates[rng.integers(len(templates))].format(name=NAMES[digit], digit=digit)
         img = self.augment(img.convert("RGB"), rng)
         return Example(img, caption, digit, attrs)

@@ -398,13 +398,16 @@ class ShapesDataset:
 
     style: a `Style` or a dict of its fields (how the scenes are drawn); augment: an
     augmentation spec (`augment.parse`) run on every image after the resize.
+    size_words / background_words: False keeps "small"/"large" / "on a dark background" out of
+    the captions (the attrs still hold size and background).
     """
 
     class_names = staticmethod(class_names)
     zero_shot_prompts = staticmethod(zero_shot_prompts)
 
     def __init__(self, split: str, size: int, image_size: int = 64, seed: int = 0, max_objects: int = 3,
-                 shape_only: float = 0.0, style: Style | dict | None = None, augment=None):
+                 shape_only: float = 0.0, style: Style | dict | None = None, augment=None,
+                 size_words: bool = True, background_words: bool = True):
         if split not in SPLITS:
             raise ValueError(f"unknown shapes split {split!r}; expected one of {list(SPLITS)}")
         if not 1 <= max_objects <= len(SHAPES):
@@ -428,6 +431,11 @@ class ShapesDataset:
         # recipe (configs/siglip_shapes_digits.py) reached 99.7 % where it had 55.6 %, and a
         # 600-step probe of it 69 % where it had 23 % (0.3: 43 %).
         self.shape_only = shape_only
+        # Words for attributes a caption may name besides color and shape. A caption that names a
+        # size or background is false of the same shape at another size or on another background,
+        # so early in training, before the model sees sizes and backgrounds, those negatives pull
+        # against the shape (the digits' "handwritten"/"printed" did the same; see the recipe).
+        self.size_words, self.background_words = size_words, background_words
         self.max_objects = max_objects if split == "train" else 1
         self._count_cdf = np.cumsum(object_count_probs(self.max_objects))[:-1]  # inverse-CDF sampling
 
@@ -476,7 +484,8 @@ class ShapesDataset:
     def _example(self, attrs: dict, rng: np.random.Generator) -> Example:
         objects = attrs["objects"]
         image = render(attrs, self.image_size, self.style, self.augment, np.random.default_rng(attrs["render_seed"]))
-        caption = _caption(objects, attrs["background"], rng, self.shape_only)
+        said = objects if self.size_words else [{**o, "size": None} for o in objects]
+        caption = _caption(said, attrs["background"] if self.background_words else None, rng, self.shape_only)
         label = _LABEL[(objects[0]["color"], objects[0]["shape"])] if len(objects) == 1 else None
         return Example(image, caption, label, attrs)
 
