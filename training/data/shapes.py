@@ -124,6 +124,11 @@ class Style:
     textures: background textures, one drawn per image (TEXTURES).
     position_grid: 0 places centers anywhere; g > 0 on the centers of g-pixel cells, as the
         generator before issue 13 did (g = 8, the patch size).
+    rotation: scales every shape's MAX_ROTATION_DEG (0: upright).
+    forms: False draws every shape at the middle of its FORMS range (one proportion per shape).
+    levels: background grey level range (0-255).
+    jitter: False draws objects in the COLORS prototypes instead of the jittered PALETTES.
+    The last four exist to find which variation slows learning (ablations); the defaults vary all.
     """
 
     radius: tuple[float, float] = (0.10, 0.36)
@@ -133,6 +138,10 @@ class Style:
     stroke: tuple[float, float] = (0.12, 0.35)
     textures: tuple[str, ...] = TEXTURES
     position_grid: int = 0
+    rotation: float = 1.0
+    forms: bool = True
+    levels: tuple[float, float] = (0, 255)
+    jitter: bool = True
 
     def __post_init__(self):
         if not 0 < self.radius[0] <= self.radius[1] <= 0.4:
@@ -144,6 +153,10 @@ class Style:
             raise ValueError(f"Style: unknown or missing textures/filters {bad}; known: {TEXTURES}, {tuple(FILTERS)}")
         if not 0 <= self.outline <= 1:
             raise ValueError(f"Style.outline is a probability, got {self.outline}")
+        if not 0 <= self.rotation <= 1:
+            raise ValueError(f"Style.rotation scales MAX_ROTATION_DEG, in [0, 1]; got {self.rotation}")
+        if not 0 <= self.levels[0] <= self.levels[1] <= 255:
+            raise ValueError(f"Style.levels {self.levels} must be 0 <= low <= high <= 255")
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -243,11 +256,15 @@ def polygon(shape: str, form: float | None, angle: float) -> np.ndarray:
     return pts @ np.array([[c, s], [-s, c]])
 
 
-def _geometry(shape: str, rng: np.random.Generator) -> tuple[float, float | None]:
+def _geometry(shape: str, rng: np.random.Generator, style: Style | None = None) -> tuple[float, float | None]:
     """(angle in radians, form) for one object of `shape`."""
-    angle = math.radians(rng.uniform(-1, 1) * MAX_ROTATION_DEG[shape])
+    style = style or Style()
+    angle = math.radians(rng.uniform(-1, 1) * MAX_ROTATION_DEG[shape] * style.rotation)
     form = FORMS[shape]
-    return angle, (float(rng.uniform(*form)) if form else None)
+    if not form:
+        return angle, None
+    drawn = float(rng.uniform(*form))  # drawn either way: the other draws stay where they were
+    return angle, (drawn if style.forms else (form[0] + form[1]) / 2)
 
 
 def _place(rng: np.random.Generator, radii: list[float], size: int, grid: int = 0,
@@ -463,8 +480,9 @@ class ShapesDataset:
         centers = _place(rng, list(fractions * s), s, st.position_grid)
         objects = []
         for (color, shape), frac, ctr in zip(pairs, fractions, centers):
-            angle, form = _geometry(shape, rng)
-            rgb = PALETTES[color][rng.integers(PALETTE_SIZE)]
+            angle, form = _geometry(shape, rng, st)
+            pick = rng.integers(PALETTE_SIZE)  # drawn either way: the other draws stay where they were
+            rgb = PALETTES[color][pick] if st.jitter else COLORS[color]
             outline = float(max(rng.uniform(*st.stroke), 1.5 / (frac * s))) if rng.random() < st.outline else 0.0
             if ctr is not None:
                 objects.append({"color": color, "shape": shape, "size": size_word(frac), "radius": float(frac * s),
@@ -473,7 +491,7 @@ class ShapesDataset:
         assert objects, "the first object always fits in an empty image"
         side = math.exp(rng.uniform(math.log(st.draw_size[0]), math.log(st.draw_size[1])))
         side = max(side, MIN_RADIUS_PX * s / min(o["radius"] for o in objects))
-        level = float(rng.uniform(0, 255))
+        level = float(rng.uniform(*st.levels))
         # The texture's pixels, the resize filter and the augmentation come from their own seed,
         # so `twin` can redraw the scene exactly.
         attrs = {"objects": objects, "background": background_word(level), "level": level,
@@ -505,7 +523,7 @@ class ShapesDataset:
             if shapes:
                 swapped = [dict(o) for o in objects]
                 shape = shapes[rng.integers(len(shapes))]
-                angle, form = _geometry(shape, rng)
+                angle, form = _geometry(shape, rng, self.style)
                 swapped[k].update(shape=shape, angle=angle, form=form)
                 return self._example({**example.attrs, "objects": swapped}, rng)
         return None
