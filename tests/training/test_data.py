@@ -72,7 +72,7 @@ def test_shapes_image_format_and_options():
     with pytest.raises(ValueError, match="split"):
         ShapesDataset("validation", 1)
     with pytest.raises(ValueError, match="unknown Style fields"):
-        ShapesDataset("train", 1, style={"radius": (0.1, 0.2), "rotation": 45})
+        ShapesDataset("train", 1, style={"radius": (0.1, 0.2), "spin": 45})
     with pytest.raises(ValueError, match="textures"):
         ShapesDataset("train", 1, style={"textures": ("plaid",)})
 
