@@ -670,3 +670,18 @@ def test_style_ablations_change_only_their_own_variation():
         ShapesDataset("train", 1, style=dict(rotation=2.0))
     with pytest.raises(ValueError, match="levels"):
         ShapesDataset("train", 1, style=dict(levels=(200, 100)))
+
+
+def test_the_shapes_probes_vary_one_thing_from_the_old_style():
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import load_config
+
+    old = load_config("siglip_shapes_probes:v=old")
+    geometry = load_config("siglip_shapes_probes:v=geometry")
+    style_old, style_geo = (c.data[0]["kwargs"]["style"] for c in (old, geometry))
+    assert {k for k in style_old if style_old[k] != style_geo[k]} == {"rotation", "forms"}
+    assert old.data[1] == load_config("siglip_shapes_digits").data[1]  # the bundled recipe's digits
+    curriculum = BatchMaker(load_config("siglip_shapes_probes:v=curriculum,ramp=100"), None)
+    assert np.allclose(curriculum.weights_at(0), [0, 0.3, 0.7]) and np.allclose(curriculum.weights_at(100), [0.7, 0.3, 0])
+    with pytest.raises(ValueError, match="known"):
+        load_config("siglip_shapes_probes:v=everything")
