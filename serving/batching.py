@@ -317,6 +317,11 @@ class BatchingRuntime:
         q = self._queues.get(tower)
         return q.running_rows() if q is not None else 0
 
+    @property
+    def closed(self) -> bool:
+        """True once close() has begun: new requests get ShuttingDown."""
+        return self._closed
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Drain: queued requests still run and get their answers; new ones get ShuttingDown."""
         with self._lock:

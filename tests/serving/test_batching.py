@@ -176,12 +176,31 @@ def test_requests_of_departed_clients_are_dropped(heavy_bundle):
     assert sum(b.dropped for b in seen.batches) == 1
 
 
+class _GatedRuns(OnnxRuntime):
+    """The real runtime, whose model calls wait for `gate`: the test decides when the first ends."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def run(self, tower, inputs):
+        assert self.gate.wait(60), "the test never opened the gate"
+        return super().run(tower, inputs)
+
+
 def test_close_drains_queued_work_and_refuses_new(heavy_bundle):
-    rt = BatchingRuntime(OnnxRuntime(heavy_bundle, threads=1), BatchConfig(max_batch_size=8))
-    with ThreadPoolExecutor(6) as pool:
+    inner = _GatedRuns(heavy_bundle, threads=1)
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=8))
+    with ThreadPoolExecutor(7) as pool:
         futures = [pool.submit(rt.run, "image", {"pixel_values": pixels(8, i)}) for i in range(6)]
+        # The first request is held in its model call, so the other five stay queued however
+        # slow the machine is (before: a fast first call could finish before five had queued).
         wait_for(lambda: rt.queue_depth("image") == 5, "the requests to queue up behind the first")
-        rt.close()  # returns once every queued request has its answer
+        closing = pool.submit(rt.close)  # returns once every queued request has its answer
+        wait_for(lambda: rt.closed, "close() to begin")
+        assert rt.queue_depth("image") == 5  # close began with the work still queued
+        inner.gate.set()
+        closing.result(timeout=60)
         # Each future completes when its thread wakes from the answered job: moments after close().
         assert [f.result(timeout=10).shape for f in futures] == [(8, 8)] * 6
     with pytest.raises(ShuttingDown):
