@@ -36,14 +36,19 @@ VARIATIONS = {
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, v="old", steps=500, threads=1, eval_every=250, eval_size=300, ramp=600)
-    if arg.v not in (*VARIATIONS, "curriculum"):
-        raise ValueError(f"siglip_shapes_probes: v={arg.v!r}; known: {[*VARIATIONS, 'curriculum']}")
+    arg = parse_arg(arg, v="old", steps=500, threads=1, eval_every=250, eval_size=300, ramp=600,
+                    shape_only=-1.0)
+    if arg.v not in (*VARIATIONS, "curriculum", "varied"):
+        raise ValueError(f"siglip_shapes_probes: v={arg.v!r}; known: {[*VARIATIONS, 'curriculum', 'varied']}")
     base = f"{Path(__file__).with_name('siglip_shapes_digits.py')}"
     c = load_config(f"{base}:steps={arg.steps},threads={arg.threads},eval_every={arg.eval_every},eval_size={arg.eval_size}")
     shapes = c.data[0]
+    if arg.shape_only >= 0:  # share of captions without colour words (the recipe: 0.5)
+        shapes["kwargs"]["shape_only"] = arg.shape_only
     old = copy.deepcopy(shapes)
     old["kwargs"].update(style=dict(OLD_STYLE), augment="")
+    if arg.v == "varied":  # the shipped style, e.g. with another shape_only
+        return c
     if arg.v == "curriculum":
         # Mixture weights per step (BatchMaker): old style 0.7 -> 0 and varied 0 -> 0.7 by `ramp`.
         old["weight"] = [[0, shapes["weight"]], [arg.ramp, 0.0]]

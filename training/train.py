@@ -37,6 +37,7 @@ from vistas.training.config import Config
 from vistas.training.evaluate import run_suites
 from vistas.training.losses import sigmoid_loss
 from vistas.training.models import build_model
+from vistas.training.patch_sizes import PatchSizes
 from vistas.training.plots import plot_metrics
 from vistas.training.tokenizer_train import train_tokenizer
 
@@ -86,13 +87,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 class Encoders:
     """Torch model -> the numpy encoders the evaluators take."""
 
-    def __init__(self, model, tokenizer: Tokenizer, image_spec: ImageSpec):
-        self.model, self.tokenizer, self.spec = model, tokenizer, image_spec
+    def __init__(self, model, tokenizer: Tokenizer, image_spec: ImageSpec, patch_size: int | None = None):
+        self.model, self.tokenizer, self.spec, self.patch_size = model, tokenizer, image_spec, patch_size
 
     @torch.no_grad()
     def images(self, pil_images) -> np.ndarray:
         inputs = {k: torch.from_numpy(v) for k, v in image_inputs(list(pil_images), self.spec).items()}
-        return self.model.encode_image_inputs(inputs).numpy()
+        if self.patch_size is None:
+            return self.model.encode_image_inputs(inputs).numpy()
+        return self.model.encode_image_inputs(inputs, patch_size=self.patch_size).numpy()
 
     @torch.no_grad()
     def texts(self, texts) -> np.ndarray:
@@ -100,11 +103,19 @@ class Encoders:
         return self.model.encode_text(ids).numpy()
 
 
-def run_evals(model, tokenizer: Tokenizer, image_spec: ImageSpec, suites: list) -> dict[str, float]:
+def run_evals(model, tokenizer: Tokenizer, image_spec: ImageSpec, suites: list,
+              patch_sizes: PatchSizes | None = None) -> dict[str, float]:
+    """The suites' metrics; for a FlexiViT run at every patch size, named "<metric>@p<size>"."""
     was_training = model.training
     model.eval()
-    enc = Encoders(model, tokenizer, image_spec)
-    out = run_suites(enc.images, enc.texts, suites)
+    if patch_sizes is None:
+        enc = Encoders(model, tokenizer, image_spec)
+        out = run_suites(enc.images, enc.texts, suites)
+    else:
+        out = {}
+        for p in patch_sizes.sizes:
+            enc = Encoders(model, tokenizer, image_spec, patch_size=p)
+            out |= {f"{k}@p{p}": v for k, v in run_suites(enc.images, enc.texts, suites).items()}
     model.train(was_training)
     return out
 
@@ -194,6 +205,9 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         model, model_config, preprocess = _from_scratch(config, tok_dir, batches, batches.image_spec)
     image_spec = preprocess.image
     tokenizer = Tokenizer(preprocess.text, tok_dir)
+    patch_sizes = PatchSizes.from_config(config.get("flexi"), (image_spec.height, image_spec.width), config.seed)
+    if patch_sizes and image_spec.mode != "fixed":
+        raise ValueError("config.flexi (FlexiViT patch sizes) needs fixed-size images; this model's inputs are NaFlex")
     if config.get("lock_image"):
         model.lock_image_tower()  # LiT (arXiv 2111.07991): only the text tower learns
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
@@ -247,7 +261,8 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         images, ids, labels = upcoming.result()  # {name: (B, ...)}, (B, L), (B, B)
         if step + 1 < config.steps:
             upcoming = prefetch.submit(prepare, step + 1)
-        zimg, ztxt, out = model(images, ids)
+        patch_size = patch_sizes.at(step) if patch_sizes else None  # FlexiViT: one size per step
+        zimg, ztxt, out = model(images, ids, patch_size=patch_size)
         loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -264,7 +279,7 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.0f}")
         if done_step % config.eval_every == 0 or done_step == config.steps:
-            res = run_evals(model, tokenizer, image_spec, evals)
+            res = run_evals(model, tokenizer, image_spec, evals, patch_sizes)
             log({"step": done_step, **res})
             bar.write(f"step {done_step}: " + ", ".join(f"{k}={v:.3f}" for k, v in res.items()))
             plot_metrics(metrics_file, workdir / "curves.png")
@@ -282,7 +297,9 @@ def evaluate_checkpoint(path: str | Path, config: Config) -> dict[str, float]:
     """Re-run the recipe's evals on a saved checkpoint (torch)."""
     model, _, preprocess = load_checkpoint(path)
     tokenizer = Tokenizer(preprocess.text, path)
-    return run_evals(model, tokenizer, preprocess.image, BatchMaker(config, preprocess.image).eval_suites())
+    spec = preprocess.image
+    patch_sizes = PatchSizes.from_config(config.get("flexi"), (spec.height, spec.width), config.seed)
+    return run_evals(model, tokenizer, spec, BatchMaker(config, spec).eval_suites(), patch_sizes)
 
 
 if __name__ == "__main__":  # pragma: no cover - the CLI is the entry point

@@ -71,9 +71,9 @@ class SigLIP(nn.Module):
         self.t = nn.Parameter(torch.tensor(float(config.t_init)))  # log temperature, scalar
         self.b = nn.Parameter(torch.tensor(float(config.b_init)))  # logit bias, scalar
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """pixels (B, 3, H, W) -> (B, embed_dim)."""
-        return _finish(self.image(pixels)[0], normalize)
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True, patch_size: int | None = None) -> torch.Tensor:
+        """pixels (B, 3, H, W) -> (B, embed_dim); `patch_size` runs the tower as a FlexiViT (ViT.forward)."""
+        return _finish(self.image(pixels, patch_size)[0], normalize)
 
     def encode_image_patches(
         self,
@@ -96,17 +96,20 @@ class SigLIP(nn.Module):
         """SigLIP 2 NaFlex inputs -> (B, embed_dim). See ViT.forward_naflex."""
         return _finish(self.image.forward_naflex(pixel_values, pixel_attention_mask, spatial_shapes)[0], normalize)
 
-    def encode_image_inputs(self, inputs: Mapping[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+    def encode_image_inputs(
+        self, inputs: Mapping[str, torch.Tensor], normalize: bool = True, patch_size: int | None = None
+    ) -> torch.Tensor:
         """The image tower's named inputs (`vistas.inputs.image_inputs`: fixed-size pixels or
-        NaFlex patches) -> (B, embed_dim)."""
-        return _finish(self._image_tower(inputs)[0], normalize)
+        NaFlex patches) -> (B, embed_dim). `patch_size`: see `encode_image`."""
+        return _finish(self._image_tower(inputs, patch_size)[0], normalize)
 
     def encode_text(self, input_ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """input_ids (B, L) int64 -> (B, embed_dim)."""
         return _finish(self.text(input_ids)[0], normalize)
 
     def forward(
-        self, images: torch.Tensor | Mapping[str, torch.Tensor], input_ids: torch.Tensor
+        self, images: torch.Tensor | Mapping[str, torch.Tensor], input_ids: torch.Tensor,
+        patch_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """images: pixels (B, 3, H, W), or the image tower's named inputs (`vistas.inputs`:
         {"pixel_values"} or NaFlex); input_ids (B', L) -> (zimg (B, E), ztxt (B', E), out),
@@ -115,8 +118,10 @@ class SigLIP(nn.Module):
         out: the towers' intermediates under "img/..." and "txt/...", their norms
         before normalisation ("img/norm", "txt/norm"), "t" and "b" (the parameters,
         what `sigmoid_loss` takes) and "logit_scale" = exp(t) (what bundles store).
+        `patch_size` (fixed-size pixels only) trains the image tower as a FlexiViT at that size.
         """
-        x_img, out_img = self._image_tower(images if isinstance(images, Mapping) else {"pixel_values": images})
+        images = images if isinstance(images, Mapping) else {"pixel_values": images}
+        x_img, out_img = self._image_tower(images, patch_size)
         x_txt, out_txt = self.text(input_ids)  # (B', E)
         out = {f"img/{k}": v for k, v in out_img.items()} | {f"txt/{k}": v for k, v in out_txt.items()}
         out["img/norm"] = x_img.norm(dim=-1)  # (B,)
@@ -124,9 +129,14 @@ class SigLIP(nn.Module):
         out["t"], out["b"], out["logit_scale"] = self.t, self.b, self.t.exp()
         return _finish(x_img, True), _finish(x_txt, True), out
 
-    def _image_tower(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def _image_tower(self, inputs: Mapping[str, torch.Tensor], patch_size: int | None = None) -> tuple[torch.Tensor, dict]:
         if set(inputs) == {"pixel_values"}:
-            return self.image(inputs["pixel_values"])
+            return self.image(inputs["pixel_values"], patch_size)
+        if patch_size not in (None, self.config.image.patch_size):
+            raise ValueError(
+                f"patch_size={patch_size} needs fixed-size pixel inputs; NaFlex inputs are already cut into "
+                f"{self.config.image.patch_size}-pixel patches by preprocessing"
+            )
         return self.image.forward_naflex(inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"])
 
     def lock_image_tower(self) -> None:

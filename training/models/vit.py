@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vistas.training.models.flexi import pi_resize_kernel
 from vistas.training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
 
 # Model sizes: Table 2 of arXiv 2106.04560 (Scaling Vision Transformers); So400m is the
@@ -181,17 +182,21 @@ class ViT(nn.Module):
         self.head = nn.Linear(c.width, c.head_dim) if c.head_dim else None
         self.apply(init_linear)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def forward(self, pixels: torch.Tensor, patch_size: int | None = None) -> tuple[torch.Tensor, dict]:
         """pixels (B, 3, H, W), normalised -> (x (B, out_dim), out). The ONNX-exported path.
 
         Rows and columns past the last whole patch are dropped, as the reference conv stem
         ("VALID" padding) does: So400m/14 at 384 px sees a 27x27 grid of the top-left 378 px.
+        `patch_size` other than the config's runs the model as a FlexiViT (arXiv 2212.08013):
+        the kernel PI-resized, the position embedding resized to the (H/p, W/p) grid.
         """
-        p = self.config.patch_size
+        p = patch_size or self.config.patch_size
         grid_hw = (pixels.shape[2] // p, pixels.shape[3] // p)
+        if not grid_hw[0] or not grid_hw[1]:
+            raise ValueError(f"a {pixels.shape[2]}x{pixels.shape[3]} image is smaller than one {p}x{p} patch")
         pixels = pixels[:, :, : grid_hw[0] * p, : grid_hw[1] * p]
         patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
-        return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw)
+        return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw, patch_size=p)
 
     def forward_naflex(
         self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
@@ -214,6 +219,7 @@ class ViT(nn.Module):
         coords: torch.Tensor,
         mask: torch.Tensor | None = None,
         grid_hw: tuple[int, int] | torch.Tensor | None = None,
+        patch_size: int | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """A padded batch of patch sets -> (x, out).
 
@@ -222,25 +228,24 @@ class ViT(nn.Module):
         grid_hw: the patch grid the coords live in, which picks the position-embedding
         resize: (h, w) for the whole batch, an int64 (B, 2) tensor per image, or None to
         take each image's max real coords + 1. Per-image grids also export to ONNX (see position_embedding).
+        patch_size: the side of the patches (default the config's); another size embeds them
+        with the PI-resized kernel (`embed_patches`).
 
         x is (B, out_dim) for pool "map"/"gap" and (B, N, out_dim) for "none".
         out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
         "pre_logits" (pooled, before the head), "logits" (after the head, if any).
         """
-        c = self.config
+        p = patch_size or self.config.patch_size
         b, n, pdim = patches.shape
-        if pdim != c.patch_size * c.patch_size * 3:
-            raise ValueError(
-                f"patches have {pdim} values, expected {c.patch_size}*{c.patch_size}*3 = "
-                f"{c.patch_size ** 2 * 3} (patch size {c.patch_size}, RGB)"
-            )
+        if pdim != p * p * 3:
+            raise ValueError(f"patches have {pdim} values, expected {p}*{p}*3 = {p * p * 3} (patch size {p}, RGB)")
         if coords.shape != (b, n, 2):
             raise ValueError(f"coords must be (B, N, 2) = ({b}, {n}, 2), got {tuple(coords.shape)}")
         if mask is not None and mask.shape != (b, n):
             raise ValueError(f"mask must be (B, N) = ({b}, {n}), got {tuple(mask.shape)}")
 
         out = {}
-        x = out["stem"] = self.patch_embed(patches)  # (B, N, D)
+        x = out["stem"] = self.embed_patches(patches, p)  # (B, N, D)
         x = out["with_posemb"] = x + self.position_embedding(coords, mask, grid_hw)  # (B, N, D)
         x, out["encoder"] = self.encoder(x, mask)  # (B, N, D)
         out["encoded"] = x
@@ -248,6 +253,14 @@ class ViT(nn.Module):
         if self.head is not None:
             x = out["logits"] = self.head(x)  # (B, head_dim) or (B, N, head_dim)
         return x, out
+
+    def embed_patches(self, patches: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """(B, N, p*p*3) -> (B, N, D). At the config's patch size this is the plain Linear (the
+        same bits as ever); at another, FlexiViT's PI-resized kernel (`flexi.pi_resize_kernel`)."""
+        if patch_size == self.config.patch_size:
+            return self.patch_embed(patches)
+        kernel = pi_resize_kernel(self.patch_embed.weight, self.config.patch_size, patch_size)  # (D, p*p*3)
+        return F.linear(patches, kernel, self.patch_embed.bias)
 
     def position_embedding(
         self,
