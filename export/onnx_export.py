@@ -31,6 +31,8 @@ from vistas.bundle import (
     SHAPES_INPUT,
     TEXT_INPUT,
     BundleSpec,
+    flexi_role,
+    flexi_tower,
     save_bundle_spec,
     space_id,
 )
@@ -39,6 +41,7 @@ from vistas.images import ImageSpec
 from vistas.naflex import size_for_patch_budget
 from vistas.permissions import publish_tree
 from vistas.training.convert.sources import LoadedModel, load_source
+from vistas.training.models.flexi import check_patch_size, patch_flops, seq_len
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,18 @@ class _ImageTower(torch.nn.Module):
 
     def forward(self, pixel_values):  # (B, 3, H, W) -> (B, D)
         return self.model.encode_image(pixel_values, normalize=True)
+
+
+class _FlexiImageTower(torch.nn.Module):
+    """The image tower at another patch size (FlexiViT): the PI-resized kernel and the resized
+    position grid are functions of the weights only, so they fold into the graph's constants."""
+
+    def __init__(self, model, patch_size: int):
+        super().__init__()
+        self.model, self.patch_size = model, patch_size
+
+    def forward(self, pixel_values):  # (B, 3, H, W) -> (B, D)
+        return self.model.encode_image(pixel_values, normalize=True, patch_size=self.patch_size)
 
 
 class _NaFlexTower(torch.nn.Module):
@@ -152,19 +167,29 @@ def export_checkpoint(
     name: str | None = None,
     tolerance: float = PARITY_TOLERANCE,
     processor: str | None = None,
+    patch_sizes: list[int] | None = None,
 ) -> BundleSpec:
     """Write a bundle of `source` (see `vistas.training.convert.sources.load_source`) to `out_dir`;
-    raises ExportParityError (and writes nothing) if parity fails."""
+    raises ExportParityError (and writes nothing) if parity fails. `patch_sizes`: a FlexiViT
+    bundle (see `export_model`)."""
     with quiet_third_party():  # transformers' notes on the source's config, torch.onnx's on torchvision
-        return export_model(load_source(source, processor=processor), out_dir, name=name, tolerance=tolerance)
+        return export_model(load_source(source, processor=processor), out_dir, name=name, tolerance=tolerance,
+                            patch_sizes=patch_sizes)
 
 
 def export_model(
-    loaded: LoadedModel, out_dir: str | Path, *, name: str | None = None, tolerance: float = PARITY_TOLERANCE
+    loaded: LoadedModel, out_dir: str | Path, *, name: str | None = None, tolerance: float = PARITY_TOLERANCE,
+    patch_sizes: list[int] | None = None,
 ) -> BundleSpec:
+    """`patch_sizes` (fixed-size image models): a FlexiViT bundle with one image graph per patch
+    size of the same weights (arXiv 2212.08013), each parity-checked; the preprocessing's patch
+    size is always among them and keeps `image_encoder.onnx`. One graph per size rather than a
+    shared trunk: each graph has static token counts that onnxruntime plans for, and the weights
+    of a small model are cheap to repeat (bundle.json lists each size's tokens and FLOPs)."""
     out_dir = Path(out_dir)
     model, config, preprocess = loaded.model.eval(), loaded.config, loaded.preprocess
     img, txt = preprocess.image, preprocess.text
+    flexi = _flexi_sizes(patch_sizes, img)
     gen = torch.Generator().manual_seed(0)
     vocab = config["text"]["vocab_size"]
 
@@ -185,6 +210,21 @@ def export_model(
             "image_max_abs_diff": _max_abs_diff(tmp / "image_encoder.onnx", image_tower, unseen_images),
             "text_max_abs_diff": _max_abs_diff(tmp / "text_encoder.onnx", text_tower, unseen_ids),
         }
+        flexi_info = {}
+        for p in flexi:
+            tower, role = (_ImageTower(model).eval(), "image_encoder") if p == img.patch_size else (
+                _FlexiImageTower(model, p).eval(), flexi_role(p))
+            if p != img.patch_size:
+                _export(tower, {IMAGE_INPUT: image_example[IMAGE_INPUT]}, tmp / f"{role}.onnx", model.image)
+                _check_input_dims(tmp / f"{role}.onnx", image_dims)
+                parity[f"image_p{p}_max_abs_diff"] = _max_abs_diff(tmp / f"{role}.onnx", tower, unseen_images)
+            c = config["image"]
+            flexi_info[p] = {
+                "tower": "image" if p == img.patch_size else flexi_tower(p),
+                "tokens": seq_len((img.height, img.width), p),
+                "flops": patch_flops((img.height, img.width), p, c["width"], c["depth"], c["mlp_dim"]),
+                "max_abs_diff": parity["image_max_abs_diff" if p == img.patch_size else f"image_p{p}_max_abs_diff"],
+            }
         for tower, diff in parity.items():
             if not diff <= tolerance or math.isnan(diff):
                 raise ExportParityError(
@@ -193,6 +233,7 @@ def export_model(
                 )
         loaded.write_tokenizer(tmp)
         files = {"image_encoder": "image_encoder.onnx", "text_encoder": "text_encoder.onnx"}
+        files |= {flexi_role(p): f"{flexi_role(p)}.onnx" for p in flexi if p != img.patch_size}
         for role, graph in list(files.items()):  # external weights travel with the bundle and are checked at load
             if (tmp / f"{graph}.data").is_file():
                 files[f"{role}_data"] = f"{graph}.data"
@@ -206,6 +247,7 @@ def export_model(
             space_id=space_id(loaded.weight_files, preprocess),
             files=files,
             parity=parity,
+            patch_sizes=flexi_info,
         )
         save_bundle_spec(spec, tmp)
         if out_dir.exists():
@@ -215,3 +257,15 @@ def export_model(
     publish_tree(out_dir)  # copytree kept the temp directory's 700: readable by the serving user too
     log.info("wrote bundle %s (parity %s)", out_dir, parity)
     return spec
+
+
+def _flexi_sizes(patch_sizes: list[int] | None, img: ImageSpec) -> list[int]:
+    """The sorted patch sizes of a FlexiViT export (the preprocessing's own added), or [] for none."""
+    if not patch_sizes:
+        return []
+    if img.mode != "fixed":
+        raise ValueError("patch_sizes (a FlexiViT bundle) needs a fixed-size image model; this one is NaFlex")
+    sizes = sorted({int(p) for p in patch_sizes} | {img.patch_size})
+    for p in sizes:
+        check_patch_size((img.height, img.width), p)
+    return sizes

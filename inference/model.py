@@ -92,25 +92,34 @@ class ServedModel:
         what decoding may reduce it towards (`vistas.images.open_image(need=...)`)."""
         return input_size(self.spec.preprocess.image, width, height)
 
-    def embed_image_inputs(self, per_image: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    def embed_image_inputs(self, per_image: Sequence[dict[str, np.ndarray]], patch_size: int | None = None) -> np.ndarray:
         """Tower inputs of single images (each `image_inputs([image])`, (1, ...)) -> float32 (B, D).
 
         Callers preprocess each image as soon as it is decoded and let the image go, so a
-        request holds model inputs, not decoded images, until the model runs."""
+        request holds model inputs, not decoded images, until the model runs. `patch_size`:
+        see `embed_images`."""
+        tower = self.spec.image_tower(patch_size)
         if not per_image:
             return np.zeros((0, self.dim), np.float32)
         names = per_image[0].keys()
-        return self.runtime.run("image", {n: np.concatenate([x[n] for x in per_image]) for n in names})
+        return self.runtime.run(tower, {n: np.concatenate([x[n] for x in per_image]) for n in names})
+
+    @property
+    def patch_sizes(self) -> list[int]:
+        """The patch sizes this model serves: a FlexiViT bundle's list, else its one patch size."""
+        return sorted(self.spec.patch_sizes) or [self.spec.default_patch_size]
 
     def text_inputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Strings -> the text tower's named input tensors, batch first."""
         return {TEXT_INPUT: self.tokenizer.encode(list(texts))}  # (B, L) int64
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """RGB PIL images -> float32 (B, D), unit norm, in input order."""
+    def embed_images(self, images: Sequence[Image.Image], patch_size: int | None = None) -> np.ndarray:
+        """RGB PIL images -> float32 (B, D), unit norm, in input order. `patch_size` picks a
+        FlexiViT bundle's graph (None: the bundle's default); every size embeds into one space."""
+        tower = self.spec.image_tower(patch_size)
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        return self.runtime.run("image", self.image_inputs(images))
+        return self.runtime.run(tower, self.image_inputs(images))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Strings -> float32 (B, D), unit norm, in input order."""
@@ -145,6 +154,7 @@ class ServedModel:
         labels: Sequence[str],
         templates: Sequence[str] | None = None,
         multi_label: bool = False,
+        patch_size: int | None = None,
     ) -> list[tuple[str, float]]:
         """Zero-shot classification -> [(label, probability)], best first.
 
@@ -152,9 +162,10 @@ class ServedModel:
         can be likely at once and probabilities need not sum to one. So
         `multi_label` does not change the scores; it is accepted for clients of
         softmax (CLIP-style) APIs, and both settings return every label, sorted.
+        `patch_size`: see `embed_images`.
         """
         del multi_label  # see docstring: sigmoid scores are already per-label
-        img = self.embed_images([image])[0]  # (D,)
+        img = self.embed_images([image], patch_size)[0]  # (D,)
         cos = self.label_embeddings(labels, templates) @ img  # (N,)
         logits = self.spec.logit_scale * cos.astype(np.float64) + self.spec.logit_bias
         probs = 1.0 / (1.0 + np.exp(-logits))

@@ -16,8 +16,6 @@ import onnxruntime as ort
 
 from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
 from vistas.inference.runtime import (
-    ROLES,
-    TOWERS,
     BundleMismatchError,
     BundleRuntime,
     TensorSpec,
@@ -155,7 +153,7 @@ class OnnxRuntime(BundleRuntime):
         session_options = options.session_options()
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._inputs: dict[str, list[TensorSpec]] = {}
-        for tower in TOWERS:
+        for tower in self.spec.towers:  # "image", "text", and a FlexiViT bundle's other patch sizes
             self._sessions[tower] = self._open(tower, session_options, self.providers)
             self._inputs[tower] = self._check(tower, expected_inputs(self.spec, tower))
 
@@ -166,7 +164,7 @@ class OnnxRuntime(BundleRuntime):
         return run_in_chunks(feeds, self.max_batch, self.dim, lambda chunk: session.run([EMBED_OUTPUT], chunk)[0])
 
     def _open(self, tower: Tower, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
-        role = ROLES[tower]
+        role = self.spec.role(tower)
         if role not in self.spec.files:
             raise BundleMismatchError(f"bundle {self.bundle_dir} has no {role} in bundle.json `files`")
         return ort.InferenceSession(str(self.bundle_dir / self.spec.files[role]), options, providers=providers)
@@ -178,7 +176,7 @@ class OnnxRuntime(BundleRuntime):
         accepts any graph size. Returns the expected specs (what callers must feed).
         """
         session = self._sessions[tower]
-        where = f"{self.bundle_dir / self.spec.files[ROLES[tower]]}"
+        where = f"{self.bundle_dir / self.spec.files[self.spec.role(tower)]}"
         graph_inputs = {i.name: i for i in session.get_inputs()}
         if sorted(graph_inputs) != sorted(t.name for t in expected):
             raise BundleMismatchError(

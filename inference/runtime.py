@@ -50,7 +50,7 @@ class TensorSpec:
 
 def expected_inputs(spec: BundleSpec, tower: Tower) -> list[TensorSpec]:
     """The tensors a bundle's tower takes, derived from its preprocessing spec."""
-    if tower == "image":
+    if tower == "image" or tower.startswith("image@p"):  # a FlexiViT graph takes the same pixels
         img = spec.preprocess.image
         if img.mode == "naflex":  # see vistas.naflex
             n, dim = img.max_num_patches, img.patch_size * img.patch_size * 3

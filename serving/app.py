@@ -23,6 +23,7 @@ from vistas.serving.malloc import return_large_frees_to_the_os
 from vistas.serving.metrics import Metrics
 from vistas.serving.observe import Observe
 from vistas.serving.parsing import ImageDecoding
+from vistas.serving.patch_size import PatchSizePolicy
 from vistas.serving.routers import classify, docs, embed, health, kserve, openai_embeddings, page, search
 from vistas.serving.routers import collections as collection_routes
 from vistas.serving.routers import models as model_routes
@@ -74,6 +75,9 @@ def create_app(
     app.state.models = models
     app.state.collections = collections
     app.state.metrics = Metrics()
+    app.state.patch_sizes = PatchSizePolicy(
+        settings.patch_size_policy, settings.patch_size_queue_high, settings.patch_size_queue_low, app.state.metrics
+    )
     app.state.phase = LOADING
     install_error_handlers(app)
     # Innermost first: each add_middleware wraps everything added before it.

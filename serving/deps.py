@@ -16,6 +16,7 @@ from vistas.inference.model import ServedModel
 from vistas.serving.context import current_request
 from vistas.serving.errors import APIError
 from vistas.serving.parsing import ImageDecoding
+from vistas.serving.patch_size import PatchSizePolicy
 from vistas.serving.settings import Settings
 
 
@@ -56,6 +57,13 @@ async def get_image_decoding(request: Request) -> ImageDecoding:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ImageDecodingDep = Annotated[ImageDecoding, Depends(get_image_decoding)]
 ModelsDep = Annotated[dict[str, ServedModel], Depends(get_models)]
+
+
+async def get_patch_sizes(request: Request) -> PatchSizePolicy:
+    return request.app.state.patch_sizes
+
+
+PatchSizesDep = Annotated[PatchSizePolicy, Depends(get_patch_sizes)]
 CollectionsDep = Annotated[Collections, Depends(get_collections)]
 
 

@@ -11,6 +11,7 @@ Batching (recorded by vistas.serving.batching's worker threads, per model and to
     vistas_model_seconds{model,tower}                         histogram, duration of a model call
     vistas_queue_wait_seconds{model,tower}                    histogram, a request's wait for its batch
     vistas_queue_depth{model,tower}                           gauge, requests waiting (read at scrape)
+    vistas_patch_size_images_total{model,patch_size}          counter, images embedded per patch size
     vistas_batch_rows_running{model,tower}                    gauge, rows in model calls under way
     vistas_batch_dropped_total{model,tower}                   counter, queued requests whose client left
 Collections (read at scrape time from the app's vistas.index.Collections):
@@ -83,6 +84,10 @@ class Metrics:
         self.dropped = Counter(
             "vistas_batch_dropped", "Queued requests skipped because their client disconnected.", labels, registry=r
         )
+        self.patch_size_images = Counter(
+            "vistas_patch_size_images", "Images embedded per patch size (FlexiViT bundles serve several).",
+            ["model", "patch_size"], registry=r,
+        )
         self.ready = Gauge("vistas_ready", "1 when the models are loaded and the server is not draining.", registry=r)
         r.register(_DroppedLogRecords())
         self._collections = _CollectionHealth()
@@ -117,7 +122,7 @@ class Metrics:
             runtime = model.runtime
             if not hasattr(runtime, "queue_depth"):
                 continue
-            for tower in ("image", "text"):
+            for tower in model.spec.towers:  # "image", "text", and a FlexiViT bundle's "image@p<P>"
                 self.queue_depth.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.queue_depth(t))
                 self.running_rows.labels(name, tower).set_function(lambda rt=runtime, t=tower: rt.running_rows(t))
 

@@ -27,6 +27,10 @@ class EmbedRequest(StrictModel):
     model: str | None = Field(None, description="Model name from /v1/models; default: the first one.")
     texts: list[str] | None = None
     images: list[str] | None = Field(None, description="Base64 images (a data: URL prefix is fine).")
+    patch_size: int | None = Field(
+        None, ge=1, description="FlexiViT bundles: the patch size images run at (one of the model's "
+        "`patch_sizes` in /v1/models); default: the server's patch_size_policy. Every size embeds into one space."
+    )
 
 
 class EmbedResponse(BaseModel):
@@ -34,6 +38,7 @@ class EmbedResponse(BaseModel):
     space: str = Field(description="Embedding-space id: vectors from different spaces never mix.")
     dim: int
     image_embeddings: list[list[float]] = Field(description="L2-normalised, in request order.")
+    patch_size: int | None = Field(None, description="The patch size the images ran at (null: no images).")
     text_embeddings: list[list[float]] = Field(description="L2-normalised, in request order.")
 
 
@@ -45,6 +50,10 @@ class ClassifyOptions(StrictModel):
 
     model: str | None = None
     labels: list[str] = Field(min_length=1)
+    patch_size: int | None = Field(
+        None, ge=1, description="FlexiViT bundles: the patch size images run at (one of the model's "
+        "`patch_sizes` in /v1/models); default: the server's patch_size_policy. Every size embeds into one space."
+    )
     templates: list[str] | None = Field(
         None,
         min_length=1,
@@ -87,6 +96,7 @@ class Prediction(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
+    patch_size: int = Field(description="The patch size the image ran at.")
     predictions: list[Prediction] = Field(description="Best first.")
 
 
@@ -101,6 +111,10 @@ class SearchRequest(StrictModel):
     text: str | None = None
     image: str | None = Field(None, description="Base64 image.")
     vector: list[float] | None = None
+    patch_size: int | None = Field(
+        None, ge=1, description="FlexiViT bundles: the patch size images run at (one of the model's "
+        "`patch_sizes` in /v1/models); default: the server's patch_size_policy. Every size embeds into one space."
+    )
     k: int = Field(10, ge=1, description="Results wanted; at most the server's max_k (default 1000).")
     filter: Metadata | None = Field(
         None,
@@ -117,6 +131,7 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     collection: str
+    patch_size: int | None = Field(None, description="The patch size an image query ran at (null otherwise).")
     results: list[SearchResult] = Field(description="Best first.")
 
 
@@ -128,6 +143,10 @@ class UpsertItem(StrictModel):
     image: str | None = Field(None, description="Base64 image.")
     text: str | None = None
     vector: list[float] | None = None
+    patch_size: int | None = Field(
+        None, ge=1, description="FlexiViT bundles: the patch size images run at (one of the model's "
+        "`patch_sizes` in /v1/models); default: the server's patch_size_policy. Every size embeds into one space."
+    )
     metadata: Metadata | None = None
 
 
@@ -183,6 +202,8 @@ class ModelInfo(BaseModel):
     dim: int
     image_size: tuple[int, int] = Field(description="(height, width) the image tower sees.")
     text_length: int = Field(description="Tokens per text.")
+    patch_sizes: list[int] = Field(description="Patch sizes images may run at (FlexiViT bundles: several).")
+    default_patch_size: int
     default: bool
 
 

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # under concurrent load (vistas.serving.batching); keep batch_workers x threads <= cores.
     batch_workers: int = Field(1, ge=1)
 
+    # ---- FlexiViT bundles: the patch size of requests that name none (vistas.serving.patch_size) --
+    # "fixed": the bundle's default. "adaptive": coarser patches while the image queues hold
+    # patch_size_queue_high requests or more, finer again at patch_size_queue_low or fewer.
+    patch_size_policy: Literal["fixed", "adaptive"] = "fixed"
+    patch_size_queue_high: int = Field(8, ge=1)
+    patch_size_queue_low: int = Field(1, ge=0)
+
     # ---- auth and admission ---------------------------------------------------------------
     # API keys: none configured = no auth. VISTAS_API_KEYS="k1,k2"; a file holds one key per line.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

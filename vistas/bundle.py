@@ -14,7 +14,9 @@ checkpoint stores in `preprocess.json`, so serving preprocesses as training did.
 
 Format versions: 1 is fixed-size images and vistas-trained tokenizers; 2 adds NaFlex
 images and imported tokenizers (`TextSpec` canonicalisation, special tokens, padding
-side). A bundle is written with the oldest version that holds it, so a bundle that
+side); 3 adds FlexiViT bundles (`patch_sizes`): one image graph per patch size of one set
+of weights, `image_encoder_p<P>.onnx` beside `image_encoder.onnx` (the preprocessing's own
+patch size), every one of them in the same embedding space. A bundle is written with the oldest version that holds it, so a bundle that
 needs nothing new stays readable by older vistas; this vistas reads both.
 """
 
@@ -29,7 +31,7 @@ from vistas.images import ImageSpec
 from vistas.tokenizer import TextSpec
 
 BUNDLE_FILE = "bundle.json"
-FORMAT_VERSION = 2  # the newest format this vistas reads and writes
+FORMAT_VERSION = 3  # the newest format this vistas reads and writes
 
 # Tensor names of the exported graphs: the serving runtimes and export agree on these.
 IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings"
@@ -37,6 +39,16 @@ IMAGE_INPUT, TEXT_INPUT, EMBED_OUTPUT = "pixel_values", "input_ids", "embeddings
 MASK_INPUT, SHAPES_INPUT = "pixel_attention_mask", "spatial_shapes"
 # tower -> its graph's key in `files` (also the suffix of its KServe v2 / Triton model name)
 TOWER_ROLES: dict[str, str] = {"image": "image_encoder", "text": "text_encoder"}
+
+
+def flexi_tower(patch_size: int) -> str:
+    """The runtime tower name of a FlexiViT bundle's image graph at `patch_size` ("image@p16")."""
+    return f"image@p{int(patch_size)}"
+
+
+def flexi_role(patch_size: int) -> str:
+    """Its `files` key, which is also its graph's file stem ("image_encoder_p16")."""
+    return f"image_encoder_p{int(patch_size)}"
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,44 @@ class BundleSpec:
     parity: dict[str, float] = field(default_factory=dict)  # max abs diff onnx vs torch per tower
     # Reduced-precision bundles only (export/quantize.py): method, cosine to fp32, eval change.
     quantization: dict = field(default_factory=dict)
+    # FlexiViT bundles only: {patch size: {"tower", "tokens", "flops", "parity", "eval"?}}, the
+    # preprocessing's own patch size included (its tower is "image"). Empty: one patch size.
+    patch_sizes: dict[int, dict] = field(default_factory=dict)
 
     @property
     def format_version(self) -> int:
         """The oldest format that holds this bundle (see the module docstring)."""
-        return self.preprocess.format_version
+        return max(self.preprocess.format_version, 3 if self.patch_sizes else 1)
+
+    @property
+    def default_patch_size(self) -> int:
+        return self.preprocess.image.patch_size
+
+    @property
+    def towers(self) -> tuple[str, ...]:
+        """Every graph's runtime tower name: "image", "text", then "image@p<P>" per other patch size."""
+        extra = tuple(flexi_tower(p) for p in sorted(self.patch_sizes) if p != self.default_patch_size)
+        return (*TOWER_ROLES, *extra)
+
+    def role(self, tower: str) -> str:
+        """A tower's key in `files`."""
+        if tower in TOWER_ROLES:
+            return TOWER_ROLES[tower]
+        if tower.startswith("image@p") and tower in self.towers:
+            return flexi_role(int(tower.removeprefix("image@p")))
+        raise KeyError(f"bundle {self.name!r} has no tower {tower!r}; it has {list(self.towers)}")
+
+    def image_tower(self, patch_size: int | None = None) -> str:
+        """The tower that embeds images at `patch_size` (None: the bundle's default)."""
+        if patch_size is None or patch_size == self.default_patch_size:
+            return "image"
+        if patch_size not in self.patch_sizes:
+            have = sorted(self.patch_sizes) or [self.default_patch_size]
+            raise ValueError(
+                f"patch_size {patch_size} is not served by bundle {self.name!r}: it has patch sizes {have}"
+                + ("" if self.patch_sizes else " (not a FlexiViT bundle)")
+            )
+        return flexi_tower(patch_size)
 
     def to_dict(self) -> dict:
         return {
@@ -96,7 +141,9 @@ class BundleSpec:
             "preprocess": self.preprocess.to_dict(),
             "files": dict(self.files),
             "parity": dict(self.parity),
-        } | ({"quantization": self.quantization} if self.quantization else {})
+        } | ({"quantization": self.quantization} if self.quantization else {}) | (
+            {"patch_sizes": {str(p): dict(v) for p, v in sorted(self.patch_sizes.items())}} if self.patch_sizes else {}
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> "BundleSpec":
@@ -117,6 +164,7 @@ class BundleSpec:
             files=dict(d["files"]),
             parity=dict(d.get("parity", {})),
             quantization=dict(d.get("quantization", {})),
+            patch_sizes={int(p): dict(v) for p, v in d.get("patch_sizes", {}).items()},
         )
 
 

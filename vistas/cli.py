@@ -22,17 +22,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 4,8,16; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.quantize:
         from vistas.export.quantize import export_quantized, format_report
 
-        eval_config = None if args.eval_config == "none" else args.eval_config
+        if args.patch_sizes:
+            raise SystemExit("--quantize and --patch-sizes do not combine yet: export the FlexiViT bundle in fp32")
+        eval_config = args.eval_config or "siglip_shapes_digits"
+        eval_config = None if eval_config == "none" else eval_config
         spec = export_quantized(args.source, args.out, args.quantize, name=args.name, eval_config=eval_config,
                                 processor=args.processor)
     else:
         from vistas.export.onnx_export import export_checkpoint
 
-        spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor)
+        spec = export_checkpoint(args.source, args.out, name=args.name, processor=args.processor,
+                                 patch_sizes=args.patch_sizes)
+        if args.patch_sizes and args.eval_config not in (None, "none"):
+            from vistas.export.flexi_eval import measure_patch_sizes
+
+            measured = measure_patch_sizes(args.out, args.eval_config)
+            for p, info in measured.items():
+                accs = ", ".join(f"{k.removesuffix('/accuracy')} {v:.3f}" for k, v in info["eval"].items()
+                                 if k.endswith("/accuracy"))
+                print(f"patch size {p:>2}: {info['tokens']:>4} tokens, {info['flops'] / 1e6:8.1f} MFLOPs; {accs}")
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
     if spec.quantization:
         print(format_report(spec.quantization))
@@ -191,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["int8"], help="dynamic int8 graphs; reports cosine to fp32 and the eval change")
     e.add_argument(
         "--eval-config",
-        default="siglip_shapes_digits",
-        help="with --quantize: recipe whose eval suites measure the change ('none': cosine on random inputs only)",
+        help="with --quantize: recipe whose eval suites measure the change (default siglip_shapes_digits; 'none': "
+        "cosine on random inputs only); with --patch-sizes: recipe whose evals are measured at every patch size",
     )
+    e.add_argument("--patch-sizes", type=_int_list, metavar="P,P,...",
+                   help="a FlexiViT bundle: one image graph per patch size (e.g. 4,6,8,12,16), one embedding space")
     e.set_defaults(func=_export)
 
     c = sub.add_parser("check-parity", help="vistas (PyTorch and exported ONNX) vs transformers, max abs diff per tower")

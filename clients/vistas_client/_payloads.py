@@ -40,11 +40,12 @@ def as_images(images) -> list:
     return images
 
 
-def embed_bodies(field: str, values: list, *, model: str | None, batch_size: int) -> Iterator[tuple[int, dict]]:
+def embed_bodies(field: str, values: list, *, model: str | None, batch_size: int,
+                 patch_size: int | None = None) -> Iterator[tuple[int, dict]]:
     """(batch length, POST /v1/embed body) per batch; images are encoded one batch at a time."""
     for chunk in chunks(values, batch_size):
         data = chunk if field == "texts" else [encode_image(image) for image in chunk]
-        yield len(chunk), _without_none({"model": model, field: data})
+        yield len(chunk), _without_none({"model": model, field: data, "patch_size": patch_size})
 
 
 def merge_embeds(parts: list[dict]) -> EmbedResult:
@@ -57,8 +58,11 @@ def merge_embeds(parts: list[dict]) -> EmbedResult:
                 f"the server answered batches with different models ({first.model!r}, space {first.space} "
                 f"vs {r.model!r}, space {r.space}); pass model= to pin one"
             )
+    sizes = {r.patch_size for r in results if r.patch_size is not None}
     return dataclasses.replace(
         first,
+        # an adaptive server may run batches at different sizes (one embedding space): None then
+        patch_size=sizes.pop() if len(sizes) == 1 else None,
         image_embeddings=[v for r in results for v in r.image_embeddings],
         text_embeddings=[v for r in results for v in r.text_embeddings],
     )
@@ -67,16 +71,19 @@ def merge_embeds(parts: list[dict]) -> EmbedResult:
 # --- classify, search ----------------------------------------------------------------
 
 
-def classify_body(image, labels, *, templates, multi_label: bool, model: str | None) -> dict:
+def classify_body(image, labels, *, templates, multi_label: bool, model: str | None,
+                  patch_size: int | None = None) -> dict:
     labels = [labels] if isinstance(labels, str) else list(labels)
     if not labels:
         raise ValueError("labels is empty: give at least one label")
     templates = [templates] if isinstance(templates, str) else templates
-    body = {"model": model, "image": encode_image(image), "labels": labels, "templates": templates}
+    body = {"model": model, "image": encode_image(image), "labels": labels, "templates": templates,
+            "patch_size": patch_size}
     return {**_without_none(body), "multi_label": bool(multi_label)}
 
 
-def search_body(*, text, image, vector, k: int, filter: dict | None, collection: str, model: str | None) -> dict:
+def search_body(*, text, image, vector, k: int, filter: dict | None, collection: str, model: str | None,
+                patch_size: int | None = None) -> dict:
     given = [name for name, v in (("text", text), ("image", image), ("vector", vector)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"search with exactly one of text=, image= or vector=; got {given or 'none'}")
@@ -88,6 +95,7 @@ def search_body(*, text, image, vector, k: int, filter: dict | None, collection:
         "vector": as_vector(vector) if vector is not None else None,
         "k": k,
         "filter": filter,
+        "patch_size": patch_size,
     }
     return _without_none(body)
 

@@ -65,17 +65,18 @@ class Client:
 
     def embed_images(
         self, images: ImageInput | Sequence[ImageInput], *, model: str | None = None, batch_size: int = 32,
-        progress: bool = False,
+        progress: bool = False, patch_size: int | None = None,
     ) -> EmbedResult:
         """Embeddings of paths, file bytes or PIL images, `batch_size` per request -> EmbedResult.
 
-        FileNotFoundError for a missing file, TypeError for anything else that is not an image."""
+        FileNotFoundError for a missing file, TypeError for anything else that is not an image.
+        `patch_size`: a FlexiViT bundle's patch size (see `models()`); default: the server's choice."""
         images = P.as_images(images)
-        return self._embed(P.embed_bodies("images", images, model=model, batch_size=batch_size), len(images), progress)
+        return self._embed(P.embed_bodies("images", images, model=model, batch_size=batch_size, patch_size=patch_size), len(images), progress)
 
     def classify(
         self, image: ImageInput, labels: Sequence[str], *, templates: Sequence[str] | None = None,
-        multi_label: bool = False, model: str | None = None,
+        multi_label: bool = False, model: str | None = None, patch_size: int | None = None,
     ) -> ClassifyResult:
         """Zero-shot scores of `labels` for one image -> ClassifyResult, predictions best first.
 
@@ -87,19 +88,22 @@ class Client:
         probabilities, one per label, independent of each other (they need not sum to 1).
 
         ValueError for no labels; BadRequestError for a template without "{}" or a bad image."""
-        body = P.classify_body(image, labels, templates=templates, multi_label=multi_label, model=model)
+        body = P.classify_body(image, labels, templates=templates, multi_label=multi_label, model=model,
+                               patch_size=patch_size)
         return ClassifyResult.from_json(self._request("POST", "/v1/classify", body))
 
     def search(
         self, *, text: str | None = None, image: ImageInput | None = None, vector: Sequence[float] | None = None,
         k: int = 10, filter: dict | None = None, collection: str = "default", model: str | None = None,
+        patch_size: int | None = None,
     ) -> SearchResult:
         """Nearest items to exactly one of text, image or vector -> SearchResult, best first.
 
         `filter` matches metadata. ValueError unless exactly one query is given;
         NotFoundError for an unknown collection."""
         body = P.search_body(
-            text=text, image=image, vector=vector, k=k, filter=filter, collection=collection, model=model
+            text=text, image=image, vector=vector, k=k, filter=filter, collection=collection, model=model,
+            patch_size=patch_size,
         )
         return SearchResult.from_json(self._request("POST", "/v1/search", body))
 

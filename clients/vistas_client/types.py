@@ -63,6 +63,7 @@ class EmbedResult(_Result):
     dim: int
     image_embeddings: list[list[float]] = field(default_factory=list)  # L2-normalised, request order
     text_embeddings: list[list[float]] = field(default_factory=list)
+    patch_size: int | None = None  # the patch size the images ran at (FlexiViT bundles serve several)
 
     def image_array(self) -> np.ndarray:
         """image_embeddings as float32 numpy (n, dim)."""
@@ -83,6 +84,7 @@ class Prediction(_Result):
 class ClassifyResult(_Result):
     model: str
     predictions: list[Prediction]  # best first
+    patch_size: int | None = None  # the patch size the image ran at
 
 
 @dataclass
@@ -96,6 +98,7 @@ class SearchHit(_Result):
 class SearchResult(_Result):
     collection: str
     results: list[SearchHit]  # best first
+    patch_size: int | None = None  # the patch size an image query ran at
 
 
 @dataclass
@@ -116,6 +119,8 @@ class ModelInfo(_Result):
     family: str
     space: str
     dim: int
+    patch_sizes: list[int] = field(default_factory=list)  # several for a FlexiViT bundle
+    default_patch_size: int | None = None
 
 
 @dataclass

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from vistas.inference.model import DEFAULT_TEMPLATES, ServedModel
-from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, PatchSizesDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError
 from vistas.serving.parsing import (
     JSON,
@@ -36,6 +36,7 @@ _MULTIPART_SCHEMA = {
         "templates": {"type": "array", "items": {"type": "string"}},
         "multi_label": {"type": "boolean"},
         "model": {"type": "string"},
+        "patch_size": {"type": "integer"},
     },
 }
 OPENAPI = {
@@ -55,7 +56,7 @@ async def _parse(request: Request) -> tuple[ClassifyOptions, bytes]:
         req = validate(ClassifyRequest, await read_json(request))
         return req, decode_base64(req.image, "image")
     async with read_form(request) as form:
-        check_form_fields(form, {"image", "labels", "templates", "multi_label", "model"})
+        check_form_fields(form, {"image", "labels", "templates", "multi_label", "model", "patch_size"})
         parts = form.getlist("image")
         if len(parts) != 1:
             raise APIError(422, "validation_error", f"image: send exactly one `image` part, got {len(parts)}.")
@@ -65,6 +66,7 @@ async def _parse(request: Request) -> tuple[ClassifyOptions, bytes]:
             "labels": form_strings(form, "labels", json_list=True) or [],
             "templates": form_strings(form, "templates", json_list=True),
             "multi_label": form.get("multi_label", False),
+            "patch_size": form.get("patch_size"),
         }
     return validate(ClassifyOptions, fields), data
 
@@ -85,9 +87,10 @@ def check_expansion(n_labels: int, templates: list[str] | None, limit: int) -> N
         )
 
 
-def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, decoding: ImageDecoding) -> list[tuple[str, float]]:
+def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, decoding: ImageDecoding,
+              patch_size: int) -> list[tuple[str, float]]:
     (image,) = decode_images([("image", data)], decoding, model.image_need)
-    return model.classify(image, req.labels, req.templates, multi_label=req.multi_label)
+    return model.classify(image, req.labels, req.templates, multi_label=req.multi_label, patch_size=patch_size)
 
 
 @router.post(
@@ -97,7 +100,7 @@ def _classify(model: ServedModel, data: bytes, req: ClassifyOptions, decoding: I
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
 )
 async def classify(
-    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep, patch_sizes: PatchSizesDep
 ) -> ClassifyResponse:
     """Sigmoid probability of each label for the image, best first (SigLIP zero-shot)."""
     req, data = await _parse(request)
@@ -107,5 +110,7 @@ async def classify(
     check_texts("templates", req.templates or [], settings.max_text_chars)
     check_expansion(len(req.labels), req.templates, settings.max_classify_texts)
     model = pick_model(models, req.model)
-    ranked = await run_in_threadpool(_classify, model, data, req, decoding)
-    return ClassifyResponse(model=model.name, predictions=[Prediction(label=lb, score=s) for lb, s in ranked])
+    patch_size = patch_sizes.choose(model, req.patch_size)
+    ranked = await run_in_threadpool(_classify, model, data, req, decoding, patch_size)
+    return ClassifyResponse(model=model.name, patch_size=patch_size,
+                            predictions=[Prediction(label=lb, score=s) for lb, s in ranked])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, PatchSizesDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError
 from vistas.serving.parsing import (
     JSON,
@@ -34,6 +34,7 @@ _MULTIPART_SCHEMA = {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "texts": {"type": "array", "items": {"type": "string"}},
         "model": {"type": "string"},
+        "patch_size": {"type": "integer"},
     },
 }
 OPENAPI = {
@@ -54,9 +55,10 @@ async def _parse(request: Request) -> tuple[EmbedRequest, list[tuple[str, bytes]
         blobs = [(f"images[{i}]", decode_base64(s, f"images[{i}]")) for i, s in enumerate(req.images or ())]
         return req, blobs
     async with read_form(request) as form:
-        check_form_fields(form, {"images", "texts", "model"})
+        check_form_fields(form, {"images", "texts", "model", "patch_size"})
         blobs = [(f"images[{i}]", await form_bytes(v, f"images[{i}]")) for i, v in enumerate(form.getlist("images"))]
-        req = validate(EmbedRequest, {"model": form.get("model"), "texts": form_strings(form, "texts")})
+        req = validate(EmbedRequest, {"model": form.get("model"), "texts": form_strings(form, "texts"),
+                                      "patch_size": form.get("patch_size")})
     return req, blobs
 
 
@@ -66,9 +68,10 @@ def _check_limits(req: EmbedRequest, n_images: int, settings: Settings) -> None:
     check_texts("texts", req.texts or [], settings.max_text_chars)
 
 
-def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str], decoding: ImageDecoding):
+def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str], decoding: ImageDecoding,
+           patch_size: int):
     inputs = decode_images(blobs, decoding, model.image_need, lambda image: model.image_inputs([image]))
-    return model.embed_image_inputs(inputs), model.embed_texts(texts)
+    return model.embed_image_inputs(inputs, patch_size), model.embed_texts(texts)
 
 
 @router.post(
@@ -78,7 +81,7 @@ def _embed(model: ServedModel, blobs: list[tuple[str, bytes]], texts: list[str],
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
 )
 async def embed(
-    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep, patch_sizes: PatchSizesDep
 ) -> EmbedResponse:
     """Embed images and/or texts. JSON with base64 `images`, or multipart with `images` file parts."""
     req, blobs = await _parse(request)
@@ -86,11 +89,13 @@ async def embed(
         raise APIError(422, "validation_error", "Nothing to embed: give `images` and/or `texts`.")
     _check_limits(req, len(blobs), settings)
     model = pick_model(models, req.model)
-    img, txt = await run_in_threadpool(_embed, model, blobs, req.texts or [], decoding)
+    patch_size = patch_sizes.choose(model, req.patch_size, len(blobs))
+    img, txt = await run_in_threadpool(_embed, model, blobs, req.texts or [], decoding, patch_size)
     return EmbedResponse(
         model=model.name,
         space=model.space_id,
         dim=model.dim,
         image_embeddings=img.tolist(),
         text_embeddings=txt.tolist(),
+        patch_size=patch_size if blobs else None,
     )

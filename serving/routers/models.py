@@ -25,6 +25,8 @@ async def list_models(models: ModelsDep) -> ModelsResponse:
                 image_size=(image.height, image.width),
                 text_length=text.length,
                 default=i == 0,
+                patch_sizes=m.patch_sizes,
+                default_patch_size=m.spec.default_patch_size,
             )
         )
     return ModelsResponse(models=infos)

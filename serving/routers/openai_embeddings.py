@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vistas.inference.model import ServedModel
-from vistas.serving.deps import ImageDecodingDep, ModelsDep, SettingsDep, pick_model
+from vistas.serving.deps import ImageDecodingDep, ModelsDep, PatchSizesDep, SettingsDep, pick_model
 from vistas.serving.errors import APIError, validation_message
 from vistas.serving.parsing import (
     ImageDecoding,
@@ -36,6 +36,7 @@ from vistas.serving.parsing import (
     read_json,
     validate,
 )
+from vistas.serving.patch_size import PatchSizePolicy
 
 router = APIRouter(tags=["openai"])
 
@@ -52,6 +53,9 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="Must equal the model's dim: vectors are not truncated.")
     user: str | None = Field(None, description="Accepted and ignored.")
+    patch_size: int | None = Field(
+        None, ge=1, description="vistas extension (openai: extra_body): a FlexiViT bundle's patch size for the images."
+    )
 
 
 class Embedding(BaseModel):
@@ -106,7 +110,7 @@ def _split(inputs: list[str]) -> tuple[list[int], list[int]]:
 
 
 def _embed(
-    model: ServedModel, inputs: list[str], blobs: dict[int, bytes], decoding: ImageDecoding
+    model: ServedModel, inputs: list[str], blobs: dict[int, bytes], decoding: ImageDecoding, patch_size: int
 ) -> tuple[np.ndarray, int]:
     """-> (float32 (N, D) in input order, prompt tokens)."""
     out = np.empty((len(inputs), model.dim), np.float32)
@@ -116,9 +120,9 @@ def _embed(
         prepared = decode_images(
             [(f"input[{i}]", blobs[i]) for i in rows], decoding, model.image_need, lambda im: model.image_inputs([im])
         )
-        out[rows] = model.embed_image_inputs(prepared)
+        out[rows] = model.embed_image_inputs(prepared, patch_size)
         img = model.spec.preprocess.image
-        tokens += len(rows) * (img.height // img.patch_size) * (img.width // img.patch_size)
+        tokens += len(rows) * (img.height // patch_size) * (img.width // patch_size)
     if text_rows := [i for i in range(len(inputs)) if i not in blobs]:
         feeds = model.text_inputs([inputs[i] for i in text_rows])
         out[text_rows] = model.runtime.run("text", feeds)
@@ -132,10 +136,12 @@ def _embed(
     responses={400: {"model": OpenAIErrorResponse}, 404: {"model": OpenAIErrorResponse}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}}}},
 )
-async def create_embeddings(request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep):
+async def create_embeddings(
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecodingDep, patch_sizes: PatchSizesDep
+):
     """OpenAI-compatible embeddings of texts and images (base64 data URLs) into one space."""
     try:
-        return await _create(request, models, settings, decoding)
+        return await _create(request, models, settings, decoding, patch_sizes)
     except APIError as e:
         return openai_error(e.status_code, e.code, e.message, _param(e.message))
     except RequestValidationError as e:
@@ -150,7 +156,9 @@ def _param(message: str) -> str | None:
     return head if head in EmbeddingsRequest.model_fields else None
 
 
-async def _create(request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecoding) -> JSONResponse:
+async def _create(
+    request: Request, models: ModelsDep, settings: SettingsDep, decoding: ImageDecoding, patch_sizes: PatchSizePolicy
+) -> JSONResponse:
     body_kind(request, multipart=False)
     data = await read_json(request)
     if _is_token_array(data):
@@ -176,7 +184,8 @@ async def _create(request: Request, models: ModelsDep, settings: SettingsDep, de
     check_count("input texts", len(text_rows), settings.max_texts, "max_texts")
     check_texts("input", [inputs[i] for i in text_rows], settings.max_text_chars)
     blobs = {i: decode_base64(inputs[i], f"input[{i}]") for i in image_rows}
-    vectors, tokens = await run_in_threadpool(_embed, model, inputs, blobs, decoding)
+    patch_size = patch_sizes.choose(model, req.patch_size, len(blobs))
+    vectors, tokens = await run_in_threadpool(_embed, model, inputs, blobs, decoding, patch_size)
     if req.encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         encoded = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
@@ -187,5 +196,5 @@ async def _create(request: Request, models: ModelsDep, settings: SettingsDep, de
         "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)],
         "model": model.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    } | ({"patch_size": patch_size} if blobs else {})
     return JSONResponse(body)

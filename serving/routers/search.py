@@ -12,6 +12,7 @@ from vistas.serving.deps import (
     CollectionsDep,
     ImageDecodingDep,
     ModelsDep,
+    PatchSizesDep,
     SettingsDep,
     check_space,
     open_collection,
@@ -31,10 +32,11 @@ from vistas.serving.schemas import ErrorResponse, SearchRequest, SearchResponse,
 router = APIRouter(tags=["search"])
 
 
-def _embed_query(model: ServedModel, text: str | None, image: bytes | None, decoding: ImageDecoding) -> np.ndarray:
+def _embed_query(model: ServedModel, text: str | None, image: bytes | None, decoding: ImageDecoding,
+                 patch_size: int | None = None) -> np.ndarray:
     """A text or image query -> float32 (D,)."""
     if image is not None:
-        return model.embed_images(decode_images([("image", image)], decoding, model.image_need))[0]
+        return model.embed_images(decode_images([("image", image)], decoding, model.image_need), patch_size)[0]
     return model.embed_texts([text])[0]
 
 
@@ -50,6 +52,7 @@ async def search(
     collections: CollectionsDep,
     settings: SettingsDep,
     decoding: ImageDecodingDep,
+    patch_sizes: PatchSizesDep,
 ) -> SearchResponse:
     """Top-k items, best first; `score` is the cosine similarity. Give exactly one of text, image, vector."""
     given = [f for f in ("text", "image", "vector") if getattr(req, f) is not None]
@@ -67,6 +70,9 @@ async def search(
     except ValueError as e:
         raise APIError(422, "invalid_filter", str(e)) from None
 
+    patch_size = None
+    if req.patch_size is not None and req.image is None:
+        raise APIError(422, "validation_error", "patch_size applies to image queries only; this query has no image.")
     if req.vector is not None:
         query = unit_vector(req.vector, coll.dim, "vector")
     else:
@@ -75,9 +81,12 @@ async def search(
         if req.text is not None:
             check_texts("text", [req.text], settings.max_text_chars)
         image = decode_base64(req.image, "image") if req.image is not None else None
-        query = await run_in_threadpool(_embed_query, model, req.text, image, decoding)
+        if image is not None:
+            patch_size = patch_sizes.choose(model, req.patch_size)
+        query = await run_in_threadpool(_embed_query, model, req.text, image, decoding, patch_size)
     hits: list[Hit] = await run_in_threadpool(coll.search, query, req.k, req.filter)
     return SearchResponse(
         collection=req.collection,
+        patch_size=patch_size,
         results=[SearchResult(id=h.id, score=h.score, metadata=h.metadata) for h in hits],
     )

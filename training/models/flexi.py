@@ -49,6 +49,12 @@ def _pi_matrix(old_hw: tuple[int, int], new_hw: tuple[int, int]) -> np.ndarray:
     return np.linalg.pinv(_resize_matrix(old_hw, new_hw).T)  # (nh*nw, oh*ow)
 
 
+@torch.compiler.assume_constant_result
+def _pi_tensor(oh: int, ow: int, nh: int, nw: int) -> torch.Tensor:
+    # A constant of the sizes only: an exported graph gets the matrix, not the pinv that made it.
+    return torch.from_numpy(_pi_matrix((oh, ow), (nh, nw)))
+
+
 def pi_resize_matrix(old: int | tuple[int, int], new: int | tuple[int, int]) -> np.ndarray:
     """pinv(B^T) (new_h*new_w, old_h*old_w) float64: a flattened kernel of side `old` -> side `new`."""
     return _pi_matrix(_as_hw(old), _as_hw(new)).copy()
@@ -69,7 +75,7 @@ def pi_resize_kernel(kernel: torch.Tensor, old: int | tuple[int, int], new: int 
                          f"for patch size {(oh, ow)} with {channels} channels")
     if (oh, ow) == (nh, nw):
         return kernel
-    pi = torch.from_numpy(_pi_matrix((oh, ow), (nh, nw))).to(kernel)  # (nh*nw, oh*ow)
+    pi = _pi_tensor(oh, ow, nh, nw).to(kernel)  # (nh*nw, oh*ow)
     w = kernel.reshape(d, oh * ow, channels)  # (D, oh*ow, C)
     new = torch.einsum("nk,dkc->dnc", pi, w)  # (D, nh*nw, C)
     return new.reshape(d, nh * nw * channels)
