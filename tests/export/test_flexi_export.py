@@ -102,8 +102,8 @@ def _b64(image) -> str:
 @pytest.fixture(scope="module")
 def flexi_server(flexi_bundle, tmp_path_factory):
     from vistas.serving.app import create_app
-    from vistas.serving.settings import Settings
     from vistas.serving.server import running_server
+    from vistas.serving.settings import Settings
 
     settings = Settings(bundles=[str(flexi_bundle)], index_dir=str(tmp_path_factory.mktemp("index")), threads=1)
     with running_server(create_app(settings)) as live:
