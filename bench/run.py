@@ -9,7 +9,9 @@
    tiny bundled model for the fixed per-request cost in ms);
 3. dynamic batching: batch-1 requests/s at concurrency 8 vs the same requests sequentially
    (the model, and the tiny bundled model, where batching has per-call overhead to save);
-4. achieved GFLOP/s of the image tower vs torch's fp32 matmul rate on this machine.
+4. achieved GFLOP/s of the image tower vs torch's fp32 matmul rate on this machine;
+5. FlexiViT (bench/flexi.py): a B/16-sized model at 240 px, images/s at patch sizes 16-48 and
+   the p30 : p16 speed-up against its FLOP ratio (not in --quick: it needs the B/16 export).
 
 The model is a SigLIP B/16 at 224 px with random weights, built with vistas' own
 ViTConfig.from_variant and exported once (cached in build/bench/, ~2 min the first time).
@@ -29,7 +31,7 @@ from pathlib import Path
 from vistas.bench.report import print_row, save
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("1", "2", "3", "4")
+BENCHMARKS = ("1", "2", "3", "4", "5")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
 
     from vistas.bench.batching import bench_batching
+    from vistas.bench.flexi import bench_flexi
     from vistas.bench.flops import bench_flops
     from vistas.bench.http_overhead import bench_http_overhead
     from vistas.bench.models import bundled_tiny, siglip_b16
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  {"requests": 16 * c, "rounds": 5} if m is tiny else {"requests": 4 * c}))
                       for m in dict.fromkeys([model, tiny])],
         "4": lambda: [bench_flops(model, t, batch=c, **reps)],
+        "5": lambda: [] if args.quick else [bench_flexi(ROOT / "build" / "bench", t, batch=c)],
     }
     results = []
     started = time.perf_counter()

@@ -205,7 +205,8 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         model, model_config, preprocess = _from_scratch(config, tok_dir, batches, batches.image_spec)
     image_spec = preprocess.image
     tokenizer = Tokenizer(preprocess.text, tok_dir)
-    patch_sizes = PatchSizes.from_config(config.get("flexi"), (image_spec.height, image_spec.width), config.seed)
+    patch_sizes = PatchSizes.from_config(config.get("flexi"), (image_spec.height, image_spec.width), config.seed,
+                                         image_spec.patch_size)
     if patch_sizes and image_spec.mode != "fixed":
         raise ValueError("config.flexi (FlexiViT patch sizes) needs fixed-size images; this model's inputs are NaFlex")
     if config.get("lock_image"):
@@ -298,7 +299,7 @@ def evaluate_checkpoint(path: str | Path, config: Config) -> dict[str, float]:
     model, _, preprocess = load_checkpoint(path)
     tokenizer = Tokenizer(preprocess.text, path)
     spec = preprocess.image
-    patch_sizes = PatchSizes.from_config(config.get("flexi"), (spec.height, spec.width), config.seed)
+    patch_sizes = PatchSizes.from_config(config.get("flexi"), (spec.height, spec.width), config.seed, spec.patch_size)
     return run_evals(model, tokenizer, spec, BatchMaker(config, spec).eval_suites(), patch_sizes)
 
 

@@ -106,10 +106,11 @@ def vistas_like(method: str, path: str, body: dict | None) -> dict:
             dim=2,
             text_embeddings=[[float(len(t)), 0.0] for t in texts],
             image_embeddings=[[float(len(base64.b64decode(i))), 1.0] for i in images],
+            patch_size=body.get("patch_size", 8) if images else None,
         )
     elif path == "/v1/classify":
         predictions = [S.Prediction(label=label, score=1 / (i + 2)) for i, label in enumerate(body["labels"])]
-        reply = S.ClassifyResponse(model="tiny", predictions=predictions)
+        reply = S.ClassifyResponse(model="tiny", predictions=predictions, patch_size=body.get("patch_size", 8))
     elif path == "/v1/search":
         hits = [S.SearchResult(id="a", score=0.9, metadata={"kind": "x"})]
         reply = S.SearchResponse(collection=body["collection"], results=hits)
@@ -128,7 +129,8 @@ def vistas_like(method: str, path: str, body: dict | None) -> dict:
             reply = collection_info(name)
     elif path == "/v1/models":
         model = S.ModelInfo(
-            name="tiny", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True
+            name="tiny", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True,
+            patch_sizes=[8], default_patch_size=8,
         )
         reply = S.ModelsResponse(models=[model])
     else:
@@ -350,7 +352,7 @@ def test_items_collections_and_health(call):
 
 
 def test_reply_without_a_required_field_is_an_error(call):
-    reply = as_sent(S.ClassifyResponse(model="tiny", predictions=[S.Prediction(label="cat", score=0.5)]))
+    reply = as_sent(S.ClassifyResponse(model="tiny", patch_size=8, predictions=[S.Prediction(label="cat", score=0.5)]))
     del reply["predictions"][0]["score"]
     state.replies += [{"status": 200, "body": reply}, {"status": 200, "body": {"collections": [{"name": "x"}]}}]
     with pytest.raises(ResponseValidationError, match=r"ClassifyResult\.predictions\[0\] \(Prediction\).*'score'"):
@@ -415,21 +417,25 @@ def test_encode_image_inputs(tmp_path):
 # so that optional fields are exercised too. A new SDK type without an entry fails the coverage test.
 SERVER_REPLIES = {
     EmbedResult: S.EmbedResponse(
-        model="m", space="sha256:s", dim=2, image_embeddings=[[0.6, 0.8]], text_embeddings=[[1.0, 0.0], [0.0, 1.0]]
+        model="m", space="sha256:s", dim=2, image_embeddings=[[0.6, 0.8]], text_embeddings=[[1.0, 0.0], [0.0, 1.0]],
+        patch_size=16,
     ),
     Prediction: S.Prediction(label="cat", score=0.75),
     ClassifyResult: S.ClassifyResponse(
-        model="m", predictions=[S.Prediction(label="cat", score=0.75), S.Prediction(label="dog", score=0.25)]
+        model="m", predictions=[S.Prediction(label="cat", score=0.75), S.Prediction(label="dog", score=0.25)],
+        patch_size=8,
     ),
     SearchHit: S.SearchResult(id="cats/01.jpg", score=0.5, metadata={"kind": "cat", "n": 3, "tags": ["a"]}),
     SearchResult: S.SearchResponse(
         collection="c",
+        patch_size=12,
         results=[S.SearchResult(id="a", score=0.9, metadata={"kind": "x"}), S.SearchResult(id="b", score=0.1)],
     ),
     UpsertResult: S.UpsertResponse(collection="c", upserted=3),
     DeleteResult: S.DeleteResponse(collection="c", deleted=1),
     ModelInfo: S.ModelInfo(
-        name="m", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True
+        name="m", family="siglip", space="sha256:s", dim=2, image_size=(16, 16), text_length=8, default=True,
+        patch_sizes=[8, 16], default_patch_size=8,
     ),
     CollectionInfo: S.CollectionInfo(
         name="c", count=3, space="sha256:s", index="HNSW32", dim=2, params={"efSearch": 64},

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from vistas.training.config import load_config
-from vistas.training.patch_sizes import PatchSizes
+from vistas.training.patch_sizes import PatchSizes, auto_sizes
 
 
 def test_draw_follows_probs_and_replays():
@@ -18,6 +19,14 @@ def test_draw_follows_probs_and_replays():
     assert [again.at(s) for s in range(200)] == draws[:200].tolist()
     other_seed = PatchSizes([4, 8, 16], [0.2, 0.5, 0.3], image_hw=(48, 48), seed=4)
     assert [other_seed.at(s) for s in range(200)] != draws[:200].tolist()
+
+
+def test_auto_sizes():
+    assert auto_sizes((48, 48), 8) == [4, 6, 8, 12, 16]
+    assert auto_sizes((224, 224), 16) == [8, 14, 16, 28, 32]
+    assert PatchSizes.from_config({"patch_sizes": "auto"}, (48, 48), patch_size=8).sizes == [4, 6, 8, 12, 16]
+    with pytest.raises(ValueError, match="probs cannot go"):
+        PatchSizes.from_config({"patch_sizes": "auto", "probs": [1]}, (48, 48), patch_size=8)
 
 
 def test_bad_flexi_configs_are_refused():
@@ -51,3 +60,13 @@ def test_recipe_trains_and_evaluates_at_every_patch_size(tmp_path):
     again = evaluate_checkpoint(final, c)
     for k in want:
         assert again[k] == pytest.approx(evals[-1][k], abs=1e-9)
+
+    # flexifying: continued training of that (fixed-size or not) checkpoint at random patch sizes
+    f = load_config(f"flexivit_flexify:init={final},quick=True,steps=4,batch_size=16,eval_size=24,threads=2")
+    f.evals = [e for e in f.evals if e["name"] == "shapes_seen"]
+    flex = train(f, tmp_path / "flexify", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "flexify" / "metrics.jsonl").read_text().splitlines()]
+    assert {f"shapes_seen/accuracy@p{p}" for p in (4, 6, 8, 12, 16)} <= set(rows[-1])
+    before, _, _ = load_checkpoint(final)
+    after, _, _ = load_checkpoint(flex)
+    assert not torch.equal(before.image.patch_embed.weight, after.image.patch_embed.weight)  # it trained
