@@ -36,3 +36,36 @@ def measure_patch_sizes(bundle_dir: str | Path, eval_config: str, threads: int |
     save_bundle_spec(dataclasses.replace(spec, patch_sizes=out), bundle_dir)
     publish_tree(bundle_dir)
     return out
+
+
+def cross_patch_retrieval(bundle_dir: str | Path, threads: int | None = None) -> dict[int, float]:
+    """One embedding space across patch sizes, measured: the sklearn digits test split indexed at
+    the bundle's default patch size, each image queried at every patch size; the share of queries
+    whose nearest *other* image is the same digit (1-NN accuracy, the query's own image excluded).
+
+        python -m vistas.export.flexi_eval models/flexivit-shapes-digits/bundle
+    """
+    import numpy as np
+
+    from vistas.training.data import get_dataset
+
+    model = load_model(str(bundle_dir), threads=threads, providers=["CPUExecutionProvider"])
+    spec = model.spec
+    examples = list(get_dataset("digits", split="test", image_size=spec.preprocess.image.height))
+    images, labels = [e.image for e in examples], np.array([e.label for e in examples])
+    gallery = model.embed_images(images)  # (N, D) at the default patch size
+    out = {}
+    for p in model.patch_sizes:
+        sims = model.embed_images(images, patch_size=p) @ gallery.T  # (N, N)
+        np.fill_diagonal(sims, -np.inf)
+        out[p] = float((labels[sims.argmax(axis=1)] == labels).mean())
+    model.close()
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - a measurement script
+    import sys
+
+    for path in sys.argv[1:]:
+        res = cross_patch_retrieval(path)
+        print(path, "  ".join(f"p{p}: {v:.3f}" for p, v in res.items()))
