@@ -75,7 +75,7 @@ def bench_flexi(cache: Path, threads: int, batch: int = 8, rounds: int = 3) -> d
     speed_ratio = measured["p30"] / measured["p16"]
     flop_ratio = flops[16] / flops[30]
     return {
-        "benchmark": f"FlexiViT B/16 @ {IMAGE}px, onnxruntime fp32, batch {batch}, {threads} threads",
+        "name": f"FlexiViT B/16 @ {IMAGE}px, onnxruntime fp32, batch {batch}, {threads} threads",
         **{f"img_per_s_p{p}": round(measured[f"p{p}"], 2) for p in SIZES},
         **{f"gflop_p{p}": round(flops[p] / 1e9, 2) for p in SIZES},
         "p30_over_p16_speed": round(speed_ratio, 2),
