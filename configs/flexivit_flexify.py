@@ -12,9 +12,9 @@ and the data is procedural and unlimited, so plain training at random patch size
 source's weights (the underlying kernel and grid are the source's own) is the cheaper route.
 The patch sizes are "auto": every size that tiles the image from half to twice the source's
 own (48 px, p=8: 4, 6, 8, 12, 16; a B/16 at 224 px: 8, 14, 16, 28, 32), drawn uniformly.
-The control: the source run at other patch sizes without this (PI-resize alone), which the
-evals at step 0 of the curves do not show, so `vistas export --patch-sizes` of the source
-measures it (models/flexivit-shapes-digits/README.md has both).
+The control, the source at other patch sizes through PI-resize alone, is measured with
+`vistas export SOURCE OUT --patch-sizes ... --eval-config ...` (models/flexivit-shapes-digits/README.md
+has both).
 """
 
 from pathlib import Path
@@ -25,17 +25,13 @@ from vistas.training.config import load_config, parse_arg
 def get_config(arg=None):
     arg = parse_arg(arg, init="", processor="", quick=False, steps=0, batch_size=0, threads=0, seed=0, eval_size=0,
                     lr=3e-4)
+    # configs/siglip_lit.py already turns a source into a recipe on the bundled data; unlocked, it
+    # trains both towers, and flexifying only changes its schedule and adds the patch-size draw.
+    passed = {k: arg[k] for k in ("init", "processor", "quick", "batch_size", "threads", "seed", "eval_size") if arg[k]}
     if not arg.init:
         raise ValueError("configs/flexivit_flexify.py needs init=SOURCE, e.g. init=models/siglip-shapes-digits/checkpoint")
-    base = f"{Path(__file__).with_name('siglip_shapes_digits.py')}:quick={arg.quick},seed={arg.seed}"
-    if arg.eval_size:
-        base += f",eval_size={arg.eval_size}"
-    c = load_config(base)
-    for key in ("model", "image", "tokenizer"):
-        del c[key]  # they come from `init`
-    c.init = arg.init
-    c.init_processor = arg.processor or None
-    c.threads = arg.threads or None
+    spec = ",".join(f"{k}={v}" for k, v in passed.items())
+    c = load_config(f"{Path(__file__).with_name('siglip_lit.py')}:{spec},lock_image=False")
     c.steps = arg.steps or (20 if arg.quick else 1000)
     c.batch_size = arg.batch_size or 128
     c.lr = arg.lr  # below the from-scratch 1e-3: the source's weights are the starting point

@@ -58,19 +58,10 @@ class ExportParityError(RuntimeError):
 
 
 class _ImageTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):  # (B, 3, H, W) -> (B, D)
-        return self.model.encode_image(pixel_values, normalize=True)
-
-
-class _FlexiImageTower(torch.nn.Module):
-    """The image tower at another patch size (FlexiViT): the PI-resized kernel and the resized
+    """`patch_size` other than the model's (FlexiViT): the PI-resized kernel and the resized
     position grid are functions of the weights only, so they fold into the graph's constants."""
 
-    def __init__(self, model, patch_size: int):
+    def __init__(self, model, patch_size: int | None = None):
         super().__init__()
         self.model, self.patch_size = model, patch_size
 
@@ -212,9 +203,8 @@ def export_model(
         }
         flexi_info = {}
         for p in flexi:
-            tower, role = (_ImageTower(model).eval(), "image_encoder") if p == img.patch_size else (
-                _FlexiImageTower(model, p).eval(), flexi_role(p))
             if p != img.patch_size:
+                tower, role = _ImageTower(model, p).eval(), flexi_role(p)
                 _export(tower, {IMAGE_INPUT: image_example[IMAGE_INPUT]}, tmp / f"{role}.onnx", model.image)
                 _check_input_dims(tmp / f"{role}.onnx", image_dims)
                 parity[f"image_p{p}_max_abs_diff"] = _max_abs_diff(tmp / f"{role}.onnx", tower, unseen_images)

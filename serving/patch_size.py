@@ -46,11 +46,6 @@ class PatchSizePolicy:
             self.metrics.patch_size_images.labels(model.name, str(size)).inc(images)
         return size
 
-    def current(self, model: ServedModel) -> int:
-        """The size a request without `patch_size` would get now (what /metrics shows)."""
-        ladder = self._ladder(model)
-        return ladder[min(self._levels.get(model.name, 0), len(ladder) - 1)]
-
     def _ladder(self, model: ServedModel) -> list[int]:
         default = model.spec.default_patch_size
         return [p for p in model.patch_sizes if p >= default]  # the default, then coarser
