@@ -85,13 +85,17 @@ class Client:
         self.conn.connect()
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def post(self, path: str, body: bytes) -> bytes:
-        """-> the response body; an error status raises with the server's JSON error."""
+    def send(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """-> (status, response body), whatever the status."""
         self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         r = self.conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"POST {path} answered {r.status}: {data[:500].decode(errors='replace')}")
+        return r.status, r.read()
+
+    def post(self, path: str, body: bytes) -> bytes:
+        """-> the response body; an error status raises with the server's JSON error."""
+        status, data = self.send(path, body)
+        if status != 200:
+            raise RuntimeError(f"POST {path} answered {status}: {data[:500].decode(errors='replace')}")
         return data
 
     def close(self) -> None:
@@ -186,6 +190,50 @@ def concurrent_throughput(url: str, bodies: list[dict], concurrency: int, path: 
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(worker, clients))
         return len(bodies) / (time.perf_counter() - t0)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def open_loop(url: str, bodies: list[dict], rate: float, duration: float, seed: int = 0,
+              path: str = "/v1/embed", max_outstanding: int = 512) -> list[tuple[float, int]]:
+    """Poisson arrivals at `rate` per second for `duration` s, each request sent at its time
+    whether or not earlier ones were answered (bodies cycled) -> (seconds, status) per request.
+
+    Latency runs from the scheduled arrival, so a request the client could not send at once is
+    charged its wait (no coordinated omission). Up to `max_outstanding` requests are in flight,
+    each on a connection of its own, kept alive for the next; status 0: no answer (connection lost).
+    """
+    import numpy as np
+
+    raw = encode(bodies)
+    gaps = np.random.default_rng(seed).exponential(1 / rate, int(rate * duration * 1.5) + 16)
+    arrivals = [float(t) for t in np.cumsum(gaps) if t < duration]
+    local, clients = threading.local(), []
+
+    def send(body: bytes, due: float) -> tuple[float, int]:
+        for _ in range(2):  # a kept-alive connection the server closed while idle: reconnect once
+            client = getattr(local, "client", None)
+            try:
+                if client is None:
+                    client = local.client = Client(url)
+                    clients.append(client)
+                status, _ = client.send(path, body)
+                return time.perf_counter() - due, status
+            except (OSError, http.client.HTTPException):  # ConnectionError is an OSError
+                if client is not None:
+                    client.close()
+                local.client = None
+        return time.perf_counter() - due, 0
+
+    try:
+        with ThreadPoolExecutor(max_outstanding) as pool:
+            futures = []
+            t0 = time.perf_counter()
+            for i, t in enumerate(arrivals):
+                time.sleep(max(0.0, t0 + t - time.perf_counter()))
+                futures.append(pool.submit(send, raw[i % len(raw)], t0 + t))
+            return [f.result() for f in futures]
     finally:
         for c in clients:
             c.close()

@@ -11,7 +11,10 @@
    (the model, and the tiny bundled model, where batching has per-call overhead to save);
 4. achieved GFLOP/s of the image tower vs torch's fp32 matmul rate on this machine;
 5. FlexiViT (bench/flexi.py): a B/16-sized model at 240 px, images/s at patch sizes 16-48 and
-   the p30 : p16 speed-up against its FLOP ratio (not in --quick: it needs the B/16 export).
+   the p30 : p16 speed-up against its FLOP ratio (not in --quick: it needs the B/16 export);
+6. FlexiViT's adaptive patch size (bench/flexi_policy.py): the committed FlexiViT served at 2x
+   the fixed policy's capacity, p50/p99, refusals, patch sizes served and the accuracy given
+   up, fixed vs adaptive policy (not in --quick: ~45 s of open-loop load).
 
 The model is a SigLIP B/16 at 224 px with random weights, built with vistas' own
 ViTConfig.from_variant and exported once (cached in build/bench/, ~2 min the first time).
@@ -31,7 +34,7 @@ from pathlib import Path
 from vistas.bench.report import print_row, save
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("1", "2", "3", "4", "5")
+BENCHMARKS = ("1", "2", "3", "4", "5", "6")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vistas.bench.batching import bench_batching
     from vistas.bench.flexi import bench_flexi
+    from vistas.bench.flexi_policy import bench_flexi_policy
     from vistas.bench.flops import bench_flops
     from vistas.bench.http_overhead import bench_http_overhead
     from vistas.bench.models import bundled_tiny, siglip_b16
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                       for m in dict.fromkeys([model, tiny])],
         "4": lambda: [bench_flops(model, t, batch=c, **reps)],
         "5": lambda: [] if args.quick else [bench_flexi(ROOT / "build" / "bench", t, batch=c)],
+        "6": lambda: [] if args.quick else [bench_flexi_policy(t)],
     }
     results = []
     started = time.perf_counter()
