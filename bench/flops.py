@@ -18,7 +18,17 @@ def vit_image_gflop(image_config: dict, height: int, width: int) -> float:
     """GFLOP of one image through vistas' ViT (training/models/vit.py): stem, blocks, MAP head, head."""
     d, m, depth, p = image_config["width"], image_config["mlp_dim"], image_config["depth"], image_config["patch_size"]
     n = (height // p) * (width // p)  # tokens
-    macs = n * (p * p * 3) * d  # patch embedding
+    if image_config.get("stem", "patch") == "conv":  # stride-2 3x3 convolutions, then a 1x1 to the width
+        from vistas.training.models.conv_stem import conv_stem_channels
+
+        macs, c_in, h, w = 0, 3, height // p * p, width // p * p
+        for c in conv_stem_channels(d, p):
+            h, w = (h + 1) // 2, (w + 1) // 2
+            macs += h * w * 9 * c_in * c
+            c_in = c
+        macs += n * c_in * d
+    else:
+        macs = n * (p * p * 3) * d  # patch embedding
     macs += depth * (n * 4 * d * d + n * 2 * d * m + 2 * n * n * d)  # q,k,v,out; fc1,fc2; QK^T and AV
     if image_config.get("pool", "map") == "map":
         macs += 2 * d * d + 2 * n * d * d + 2 * n * d + 2 * d * m  # probe q + out; k,v of n tokens; attention; MLP

@@ -25,7 +25,10 @@ def get_config(arg=None):
     arg = parse_arg(arg, quick=False, steps=0, threads=0, seed=0, eval_every=0, eval_size=0, batch_size=0)
     base = Path(__file__).with_name("siglip_shapes_digits.py")
     passed = ",".join(f"{k}={v}" for k, v in arg.items() if v)  # only what was set: the base keeps its defaults
-    c = load_config(f"{base}:{passed}" if passed else str(base))
+    # PI-resize is defined on the linear patch stem, so not the base's conv stem. The committed
+    # model was trained before the base recipe's curriculum (issue 13) existed: without it.
+    passed = ",".join(filter(None, [passed, "stem=patch", "curriculum=0"]))
+    c = load_config(f"{base}:{passed}")
     c.flexi = dict(patch_sizes=list(PATCH_SIZES), probs=list(PROBS))
     if not arg.quick:
         # 25 minutes on 2 cores: fewer steps than the fixed-size recipe (steps cost ~1.3x at 43

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from vistas.training.config import load_config, parse_arg
 
-# The shapes generator before issue 13, as Style fields: upright, one proportion per shape,
-# light backgrounds, the prototype colours, two size bands' range, on the patch grid, filled,
-# flat, drawn at the model's 48 px without resizing.
-OLD_STYLE = dict(rotation=0.0, forms=False, levels=(185, 255), jitter=False, radius=(0.13, 0.25), position_grid=8,
-                 outline=0.0, textures=("flat",), draw_size=(48, 48), filters=("nearest",))
+from vistas.configs.siglip_shapes_digits import WARMUP_STYLE
+
+# The shapes generator before issue 13 (the bundled recipe's curriculum starts with it).
+OLD_STYLE = WARMUP_STYLE
 # One kind of variation of the shipped Style each, added to OLD_STYLE.
 VARIATIONS = {
     "old": {},
@@ -37,24 +36,22 @@ VARIATIONS = {
 
 def get_config(arg=None):
     arg = parse_arg(arg, v="old", steps=500, threads=1, eval_every=250, eval_size=300, ramp=600,
-                    shape_only=-1.0)
+                    shape_only=-1.0, stem="patch", max_objects=3, text_pool="last")
     if arg.v not in (*VARIATIONS, "curriculum", "varied"):
         raise ValueError(f"siglip_shapes_probes: v={arg.v!r}; known: {[*VARIATIONS, 'curriculum', 'varied']}")
     base = f"{Path(__file__).with_name('siglip_shapes_digits.py')}"
-    c = load_config(f"{base}:steps={arg.steps},threads={arg.threads},eval_every={arg.eval_every},eval_size={arg.eval_size}")
-    shapes = c.data[0]
-    if arg.shape_only >= 0:  # share of captions without colour words (the recipe: 0.5)
-        shapes["kwargs"]["shape_only"] = arg.shape_only
-    old = copy.deepcopy(shapes)
-    old["kwargs"].update(style=dict(OLD_STYLE), augment="")
-    if arg.v == "varied":  # the shipped style, e.g. with another shape_only
+    ramp = arg.ramp if arg.v == "curriculum" else 0  # the recipe's own curriculum, or none
+    c = load_config(f"{base}:steps={arg.steps},threads={arg.threads},eval_every={arg.eval_every},eval_size={arg.eval_size},"
+                    f"stem={arg.stem},text_pool={arg.text_pool},curriculum={ramp}")
+    for source in c.data:
+        if source["name"] != "shapes":
+            continue
+        if arg.shape_only >= 0:  # share of captions without colour words (the recipe: 0.5)
+            source["kwargs"]["shape_only"] = arg.shape_only
+        source["kwargs"]["max_objects"] = arg.max_objects  # 1: single objects only
+    if arg.v in ("varied", "curriculum"):  # the shipped style (after the old one, by step `ramp`)
         return c
-    if arg.v == "curriculum":
-        # Mixture weights per step (BatchMaker): old style 0.7 -> 0 and varied 0 -> 0.7 by `ramp`.
-        old["weight"] = [[0, shapes["weight"]], [arg.ramp, 0.0]]
-        shapes["weight"] = [[0, 0.0], [arg.ramp, shapes["weight"]]]
-        c.data = [shapes, c.data[1], old]
-    else:
-        old["kwargs"]["style"].update(VARIATIONS[arg.v])
-        c.data = [old, c.data[1]]
+    old = copy.deepcopy(c.data[0])
+    old["kwargs"].update(style=dict(OLD_STYLE, **VARIATIONS[arg.v]), augment="")
+    c.data = [old, c.data[1]]
     return c

@@ -35,7 +35,8 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "config,hw",
-    [(ViTConfig(), (32, 32)), (ViTConfig(pool="gap", head_dim=64), (32, 48)), (ViTConfig(depth=2, patch_size=4), (16, 24))],
+    [(ViTConfig(), (32, 32)), (ViTConfig(pool="gap", head_dim=64), (32, 48)), (ViTConfig(depth=2, patch_size=4), (16, 24)),
+     (ViTConfig(depth=2, stem="conv"), (48, 40))],
 )
 def test_vit_flops_formula_matches_torch_flop_counter(config: ViTConfig, hw: tuple[int, int]):
     # At its own patch grid, as an exported tower runs: a resized position embedding would be

@@ -672,6 +672,25 @@ def test_style_ablations_change_only_their_own_variation():
         ShapesDataset("train", 1, style=dict(levels=(200, 100)))
 
 
+def test_the_bundled_recipe_starts_on_the_old_drawing_and_hands_over_to_the_varied_one():
+    # Issue 13: with the varied drawing alone, shape words and shape features never found each
+    # other (configs/siglip_shapes_digits.py); the recipe's curriculum starts on WARMUP_STYLE.
+    from vistas.training.batches import BatchMaker
+    from vistas.training.config import load_config
+
+    recipe = load_config("siglip_shapes_digits")
+    batches = BatchMaker(recipe, None)
+    assert np.allclose(batches.weights_at(0), [0, 0.3, 0.7]) and np.allclose(batches.weights_at(300), [0.35, 0.3, 0.35])
+    assert np.allclose(batches.weights_at(600), [0.7, 0.3, 0]) and np.allclose(batches.weights_at(4000), [0.7, 0.3, 0])
+    varied, warmup = recipe.data[0]["kwargs"], recipe.data[2]["kwargs"]
+    assert "style" not in varied and varied["augment"] and warmup["augment"] == ""
+    assert warmup["style"]["position_grid"] == 8 and warmup["style"]["rotation"] == 0  # the pre-issue-13 generator
+    assert {k: v for k, v in warmup.items() if k not in ("style", "augment")} == {k: v for k, v in varied.items() if k != "augment"}
+    assert recipe.model["image"]["stem"] == "conv"
+    assert len(load_config("siglip_shapes_digits:curriculum=0").data) == 2
+    assert load_config("flexivit_shapes_digits").model["image"]["stem"] == "patch"  # PI-resize needs the linear stem
+
+
 def test_the_shapes_probes_vary_one_thing_from_the_old_style():
     from vistas.training.batches import BatchMaker
     from vistas.training.config import load_config

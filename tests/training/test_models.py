@@ -250,6 +250,24 @@ def test_config_round_trip_through_json():
         ViTConfig.from_dict({"widht": 3})
 
 
+def test_text_pool_gap_is_the_mean_of_every_position():
+    torch.manual_seed(0)
+    last = TextTransformer(TextConfig(**TINY_TEXT)).eval()
+    gap = TextTransformer(TextConfig(**TINY_TEXT, pool="gap")).eval()
+    gap.load_state_dict(last.state_dict())  # the pool has no weights: the same tower, read differently
+    ids = torch.randint(0, 50, (3, 8))
+    with torch.no_grad():
+        x, out = gap(ids)
+        _, out_last = last(ids)
+        torch.testing.assert_close(out["encoded"], out_last["encoded"])
+        torch.testing.assert_close(out["pre_logits"], out["encoded"].mean(dim=1))
+        torch.testing.assert_close(out_last["pre_logits"], out_last["encoded"][:, -1])
+        torch.testing.assert_close(x, gap.head(out["encoded"].mean(dim=1)))
+    assert TextConfig.from_dict(TextConfig(**TINY_TEXT).to_dict()).pool == "last"  # the default: SigLIP's
+    with pytest.raises(ValueError, match="text pool must be"):
+        TextConfig(**TINY_TEXT, pool="first")
+
+
 def test_registry():
     assert "siglip" in MODELS
     with pytest.raises(ValueError, match="already registered"):

@@ -4,11 +4,17 @@ Adapted from big_vision `models/proj/image_text/text_transformer.py`:
 
     input_ids (B, L) --embed--> (B, L, D) + learned position embedding (L, D)
       --> pre-LN encoder, *no attention mask*, final LayerNorm
-      --> pool the LAST token --> Linear head to the embedding dim
+      --> pool the LAST token (or the mean of all tokens, pool="gap") --> Linear head to the embedding dim
 
 SigLIP pads every text to a fixed length L and reads the last position (big_vision
 `pool_type="last"`, transformers SiglipTextTransformer `[:, -1]`), so the padding
 length and side are part of the model; `vistas.tokenizer.TextSpec` carries them.
+
+big_vision's text tower also offers pool_type "gap" (the mean over all L positions, padding
+included, no mask either), here `pool="gap"`. Tried for issue 13, where the six shape names
+still embedded at cosine 0.90-1.00 of each other after 500 steps of the varied shapes: with
+"gap" they did too (shape 22 % at step 250, seen pairs 26 % at 500, as with "last"); what
+broke the symmetry was a curriculum (configs/siglip_shapes_digits.py). The recipes use "last".
 """
 
 from __future__ import annotations
@@ -36,8 +42,11 @@ class TextConfig:
     head_dim: int = 128  # output (embedding) dim; transformers' projection_size, = width by default there
     ln_eps: float = LN_EPS
     act: str = DEFAULT_ACT  # MLP activation, a key of `vistas.training.models.layers.ACTIVATIONS`
+    pool: str = "last"  # "last" (SigLIP, every released checkpoint) | "gap" (mean over the L positions)
 
     def __post_init__(self):
+        if self.pool not in ("last", "gap"):
+            raise ValueError(f"text pool must be 'last' or 'gap', got {self.pool!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         check_act(self.act)
@@ -80,7 +89,7 @@ class TextTransformer(nn.Module):
         """input_ids (B, L) int64, padded to L -> (x (B, head_dim), out).
 
         out: "embedded", "encoder" (per-block dict), "encoded" (B, L, D),
-        "pre_logits" (last token, B, D), "logits" (after the head, = x).
+        "pre_logits" (last token or the mean, B, D), "logits" (after the head, = x).
         """
         b, length = input_ids.shape
         if length != self.config.length:
@@ -92,6 +101,6 @@ class TextTransformer(nn.Module):
         x = out["embedded"] = self.token_embed(input_ids) + self.pos_embedding  # (B, L, D)
         x, out["encoder"] = self.encoder(x)  # (B, L, D)
         out["encoded"] = x
-        x = out["pre_logits"] = x[:, -1]  # (B, D)
+        x = out["pre_logits"] = x[:, -1] if self.config.pool == "last" else x.mean(dim=1)  # (B, D)
         x = out["logits"] = self.head(x)  # (B, head_dim)
         return x, out

@@ -5,6 +5,7 @@ Adapted from big_vision `models/vit.py`. The primary input is a *set of patches*
 FlexiViT/NaFlex variable resolution and NaViT-style padded sets share one path:
 
     patches (B, N, p*p*3) --Linear--> tokens (B, N, D)
+      (or pixels --conv stem--> tokens, `stem="conv"`: whole images only, see conv_stem.py)
       + position embedding looked up at coords in the (resized) learned grid
       --> pre-LN encoder (padded tokens masked out of attention)
       --> pool: "map" (SigLIP) | "gap" (masked mean) | "none"
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vistas.training.models.conv_stem import ConvStem, conv_stem_channels
 from vistas.training.models.flexi import pi_resize_kernel
 from vistas.training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
 
@@ -41,6 +43,7 @@ VARIANTS: dict[str, dict[str, int]] = {
 }
 
 Pool = Literal["map", "gap", "none"]
+Stem = Literal["patch", "conv"]
 
 
 def decode_variant(variant: str) -> dict[str, int]:
@@ -74,8 +77,15 @@ class ViTConfig:
     head_dim: int | None = None  # Linear after pooling; None = none (SigLIP's image tower)
     ln_eps: float = LN_EPS
     act: str = DEFAULT_ACT  # MLP activation, a key of `vistas.training.models.layers.ACTIVATIONS`
+    # "patch": ViT's linear patchify (every released checkpoint); "conv": Xiao et al.'s
+    # convolutional stem (arXiv 2106.14881, training/models/conv_stem.py), pixels in only.
+    stem: Stem = "patch"
 
     def __post_init__(self):
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv":
+            conv_stem_channels(self.width, self.patch_size)  # raises for a patch size it cannot reach
         if self.pool not in ("map", "gap", "none"):
             raise ValueError(f"pool must be 'map', 'gap' or 'none', got {self.pool!r}")
         if self.width % self.heads:
@@ -174,7 +184,10 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = c = config
-        self.patch_embed = nn.Linear(c.patch_size * c.patch_size * 3, c.width)
+        if c.stem == "conv":
+            self.conv_stem = ConvStem(c.width, c.patch_size)
+        else:
+            self.patch_embed = nn.Linear(c.patch_size * c.patch_size * 3, c.width)
         # big_vision posemb "learn": normal(stddev=1/sqrt(width)).
         self.pos_embedding = nn.Parameter(torch.randn(*c.posemb_grid, c.width) / math.sqrt(c.width))
         self.encoder = Encoder(c.width, c.depth, c.mlp_dim, c.heads, c.ln_eps, c.act)
@@ -195,6 +208,16 @@ class ViT(nn.Module):
         if not grid_hw[0] or not grid_hw[1]:
             raise ValueError(f"a {pixels.shape[2]}x{pixels.shape[3]} image is smaller than one {p}x{p} patch")
         pixels = pixels[:, :, : grid_hw[0] * p, : grid_hw[1] * p]
+        if self.config.stem == "conv":
+            if p != self.config.patch_size:
+                raise ValueError(f"patch_size {p}: a conv-stem ViT runs at its own patch size "
+                                 f"({self.config.patch_size}) only; FlexiViT needs stem='patch'")
+            out = {}
+            x = out["stem"] = self.conv_stem(pixels)  # (B, N, D)
+            rows, cols = torch.meshgrid(torch.arange(grid_hw[0], device=x.device),
+                                        torch.arange(grid_hw[1], device=x.device), indexing="ij")
+            coords = torch.stack([rows.flatten(), cols.flatten()], -1).expand(x.shape[0], -1, -1)  # (B, N, 2)
+            return self._encode(x, coords, None, grid_hw, out)
         patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
         return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw, patch_size=p)
 
@@ -235,6 +258,9 @@ class ViT(nn.Module):
         out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
         "pre_logits" (pooled, before the head), "logits" (after the head, if any).
         """
+        if self.config.stem == "conv":
+            raise ValueError("this ViT has a conv stem, which sees whole images: call forward(pixels); "
+                             "patch sets (NaFlex, packed sequences) need a model with stem='patch'")
         p = patch_size or self.config.patch_size
         b, n, pdim = patches.shape
         if pdim != p * p * 3:
@@ -246,6 +272,11 @@ class ViT(nn.Module):
 
         out = {}
         x = out["stem"] = self.embed_patches(patches, p)  # (B, N, D)
+        return self._encode(x, coords, mask, grid_hw, out)
+
+    def _encode(self, x: torch.Tensor, coords: torch.Tensor, mask: torch.Tensor | None,
+                grid_hw: tuple[int, int] | torch.Tensor | None, out: dict) -> tuple[torch.Tensor, dict]:
+        """Stem tokens (B, N, D) -> position embedding, encoder, pool, head (see forward_patches)."""
         x = out["with_posemb"] = x + self.position_embedding(coords, mask, grid_hw)  # (B, N, D)
         x, out["encoder"] = self.encoder(x, mask)  # (B, N, D)
         out["encoded"] = x
