@@ -16,9 +16,8 @@ Digits, model and evals are the bundled recipe's.
 import copy
 from pathlib import Path
 
-from vistas.training.config import load_config, parse_arg
-
 from vistas.configs.siglip_shapes_digits import WARMUP_STYLE
+from vistas.training.config import load_config, parse_arg
 
 # The shapes generator before issue 13 (the bundled recipe's curriculum starts with it).
 OLD_STYLE = WARMUP_STYLE
