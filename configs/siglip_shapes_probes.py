@@ -32,10 +32,18 @@ VARIATIONS = {
     "look": dict(outline=0.3, textures=("flat", "gradient", "noise", "stripes", "checker")),
 }
 
+# Digit ops added to the recipe's (typeset_digits draws white on black and small digits anywhere;
+# the training digits are dark on light and fill the frame).
+DIGITS_OPS = {
+    "recipe": "",
+    "invert_affine": "|invert(p=0.3)|affine(scale=(0.35, 1.0), translate=0.25, p=0.5)",
+}
+
 
 def get_config(arg=None):
     arg = parse_arg(arg, v="old", steps=500, threads=1, eval_every=250, eval_size=300, ramp=600,
-                    shape_only=-1.0, stem="patch", max_objects=3, text_pool="last")
+                    shape_only=-1.0, stem="patch", max_objects=3, text_pool="last",
+                    digits="recipe")
     if arg.v not in (*VARIATIONS, "curriculum", "varied"):
         raise ValueError(f"siglip_shapes_probes: v={arg.v!r}; known: {[*VARIATIONS, 'curriculum', 'varied']}")
     base = f"{Path(__file__).with_name('siglip_shapes_digits.py')}"
@@ -48,6 +56,9 @@ def get_config(arg=None):
         if arg.shape_only >= 0:  # share of captions without colour words (the recipe: 0.5)
             source["kwargs"]["shape_only"] = arg.shape_only
         source["kwargs"]["max_objects"] = arg.max_objects  # 1: single objects only
+    if arg.digits not in DIGITS_OPS:
+        raise ValueError(f"siglip_shapes_probes: digits={arg.digits!r}; known: {list(DIGITS_OPS)}")
+    c.data[1]["kwargs"]["augment"] += DIGITS_OPS[arg.digits]
     if arg.v in ("varied", "curriculum"):  # the shipped style (after the old one, by step `ramp`)
         return c
     old = copy.deepcopy(c.data[0])

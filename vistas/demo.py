@@ -16,7 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = ROOT / "models" / "siglip-shapes-digits"
-GALLERY_SIZES = {"test_seen": 120, "test_unseen": 60}  # shapes per split; all 360 digits test images
+# Shapes per split (the splits cycle through their pairs): 6 images of each of the 30 seen and
+# 10 of each of the 6 unseen colour x shape pairs, so every query's top 5 can be all relevant
+# (with 4 per seen pair, "a red circle" could return at most four red circles); all 359 digits.
+GALLERY_SIZES = {"test_seen": 180, "test_unseen": 60}
 DEFAULT_WORKDIR = Path("build/demo")
 
 

@@ -49,10 +49,11 @@ def test_reported_figures_are_the_bundles_own():
     measured = run_suites(served.embed_images, served.embed_texts,
                           BatchMaker(recipe, served.spec.preprocess.image).eval_suites())
     assert measured == pytest.approx(figures, abs=1e-9)
-    # Digits meet their target (>= 90 %). Shapes do not meet issue 13's (>= 95 % on these varied
-    # images; see models/siglip-shapes-digits/README.md); this guards what the model has: colour
-    # alone gets 1/6 of the 36 colour x shape labels, so above that it also tells some shapes apart.
-    assert figures["digits/accuracy"] >= 0.9 and figures["shapes_seen/accuracy"] > 1 / 6 + 0.05, figures
+    # Issue 13's targets that the model meets (models/siglip-shapes-digits/README.md); typeset digits
+    # in held-out fonts (>= 80 %) it does not, and this guards what it has there: above chance (10 %).
+    assert figures["digits/accuracy"] >= 0.9 and figures["shapes_seen/accuracy"] >= 0.95, figures
+    assert figures["pil_shapes_rgb9/accuracy"] >= 0.9 and figures["pil_shapes_36/accuracy"] >= 0.8, figures
+    assert figures["typeset_digits/accuracy"] > 0.3, figures
 
 
 def test_digits_zero_shot_on_a_sample():
@@ -61,3 +62,22 @@ def test_digits_zero_shot_on_a_sample():
     names = ds.class_names()
     right = sum(served.classify(ds[i].image, names)[0][0] == names[ds[i].label] for i in range(0, len(ds), 9))
     assert right >= 0.8 * len(range(0, len(ds), 9))
+
+
+def test_the_readme_first_query_returns_five_red_circles(tmp_path):
+    """Issue 13: `make demo`'s gallery, indexed by the batch job, served, and the README's first
+    query ({"text": "a red circle", "k": 5}) over HTTP: five red circles."""
+    import httpx
+    from support.live_server import running_server
+
+    from vistas.demo import write_gallery
+    from vistas.index.build import build_index
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
+
+    csv_path = write_gallery(tmp_path / "gallery")
+    bundle = MODEL / "bundle"
+    build_index(str(csv_path), tmp_path / "index", load_model(str(bundle)), collection="default", progress=False)
+    with running_server(create_app(Settings(bundles=[str(bundle)], index_dir=str(tmp_path / "index"), threads=1))) as live:
+        hits = httpx.post(f"{live.url}/v1/search", json={"text": "a red circle", "k": 5}, timeout=60).json()["results"]
+    assert [h["metadata"]["label"] for h in hits] == ["red circle"] * 5, hits
