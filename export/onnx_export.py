@@ -181,6 +181,9 @@ def export_model(
     model, config, preprocess = loaded.model.eval(), loaded.config, loaded.preprocess
     img, txt = preprocess.image, preprocess.text
     flexi = _flexi_sizes(patch_sizes, img)
+    if flexi and config.get("image", {}).get("stem") == "conv":
+        raise ValueError("patch_sizes (a FlexiViT bundle) needs ViT's linear patch stem, which PI-resize resizes; "
+                         "this model has a conv stem, which runs at its own patch size only (train with stem='patch')")
     gen = torch.Generator().manual_seed(0)
     vocab = config["text"]["vocab_size"]
 

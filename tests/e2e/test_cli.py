@@ -72,4 +72,4 @@ def test_demo_prepares_gallery_and_index(tmp_path):
     res = vistas("demo", "--no-serve", "--workdir", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     with Collections(tmp_path / "index") as colls:
-        assert colls.get("default").count == 120 + 60 + 359
+        assert colls.get("default").count == 180 + 60 + 359  # vistas.demo.GALLERY_SIZES + the digits test split

@@ -68,8 +68,8 @@ def test_the_readme_first_query_returns_five_red_circles(tmp_path):
     """Issue 13: `make demo`'s gallery, indexed by the batch job, served, and the README's first
     query ({"text": "a red circle", "k": 5}) over HTTP: five red circles."""
     import httpx
-    from support.live_server import running_server
 
+    from support.live_server import running_server
     from vistas.demo import write_gallery
     from vistas.index.build import build_index
     from vistas.serving.app import create_app

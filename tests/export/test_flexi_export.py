@@ -24,9 +24,16 @@ SIZES = [4, 6, 16]  # plus the model's own 8
 
 
 @pytest.fixture(scope="module")
-def flexi_bundle(quick_run, tmp_path_factory):
+def quick_patch_bundle(quick_patch_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick_patch") / "bundle"
+    export_checkpoint(quick_patch_run / "final", out, name="quick")
+    return out
+
+
+@pytest.fixture(scope="module")
+def flexi_bundle(quick_patch_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("flexi") / "bundle"
-    export_checkpoint(quick_run / "final", out, name="flexi", patch_sizes=SIZES)
+    export_checkpoint(quick_patch_run / "final", out, name="flexi", patch_sizes=SIZES)
     return out
 
 
@@ -34,7 +41,7 @@ def _images(n=6, size=48):
     return [get_dataset("shapes", split="test_seen", size=n, image_size=size)[i].image for i in range(n)]
 
 
-def test_bundle_lists_every_patch_size_with_tokens_flops_and_parity(flexi_bundle, quick_bundle):
+def test_bundle_lists_every_patch_size_with_tokens_flops_and_parity(flexi_bundle, quick_patch_bundle):
     spec = load_bundle_spec(flexi_bundle)
     raw = json.loads((flexi_bundle / "bundle.json").read_text())
     assert raw["format_version"] == 3 and sorted(raw["patch_sizes"]) == ["16", "4", "6", "8"]
@@ -45,7 +52,7 @@ def test_bundle_lists_every_patch_size_with_tokens_flops_and_parity(flexi_bundle
     assert all(spec.patch_sizes[p]["max_abs_diff"] <= 1e-4 for p in spec.patch_sizes)
     assert spec.towers == ("image", "text", "image@p4", "image@p6", "image@p16")
     # one set of weights, one embedding space: the same space id as the single-size bundle
-    assert spec.space_id == load_bundle_spec(quick_bundle).space_id
+    assert spec.space_id == load_bundle_spec(quick_patch_bundle).space_id
     for p in SIZES:
         graph = onnx.load(str(flexi_bundle / f"image_encoder_p{p}.onnx")).graph
         dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
@@ -53,8 +60,8 @@ def test_bundle_lists_every_patch_size_with_tokens_flops_and_parity(flexi_bundle
 
 
 @pytest.mark.parametrize("p", [4, 6, 8, 16])
-def test_each_graph_matches_torch_at_its_patch_size(quick_run, flexi_bundle, p):
-    model, _, pre = load_checkpoint(quick_run / "final")
+def test_each_graph_matches_torch_at_its_patch_size(quick_patch_run, flexi_bundle, p):
+    model, _, pre = load_checkpoint(quick_patch_run / "final")
     pixels = preprocess_batch(_images(), pre.image)
     name = "image_encoder.onnx" if p == 8 else f"image_encoder_p{p}.onnx"
     got = ort.InferenceSession(str(flexi_bundle / name), providers=["CPUExecutionProvider"]).run(
@@ -68,9 +75,19 @@ def test_each_graph_matches_torch_at_its_patch_size(quick_run, flexi_bundle, p):
         assert np.abs(got - at8).max() > 1e-3
 
 
-def test_export_refuses_a_patch_size_that_does_not_tile(quick_run, tmp_path):
+def test_export_refuses_a_patch_size_that_does_not_tile(quick_patch_run, tmp_path):
     with pytest.raises(ValueError, match="does not tile a 48x48 image"):
-        export_checkpoint(quick_run / "final", tmp_path / "b", patch_sizes=[5])
+        export_checkpoint(quick_patch_run / "final", tmp_path / "b", patch_sizes=[5])
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_refuses_patch_sizes_for_a_conv_stem_model(tmp_path):
+    # The bundled model has a conv stem (issue 13): no PI-resize, so no FlexiViT bundle of it.
+    from pathlib import Path
+
+    checkpoint = Path(__file__).resolve().parents[2] / "models" / "siglip-shapes-digits" / "checkpoint"
+    with pytest.raises(ValueError, match="needs ViT's linear patch stem"):
+        export_checkpoint(checkpoint, tmp_path / "b", patch_sizes=[4])
     assert not (tmp_path / "b").exists()
 
 
@@ -81,7 +98,7 @@ def test_measured_accuracy_per_patch_size(flexi_bundle, tmp_path):
 
     copy = tmp_path / "b"
     shutil.copytree(flexi_bundle, copy)
-    out = measure_patch_sizes(copy, "siglip_shapes_digits:quick=True,eval_size=24", threads=2)
+    out = measure_patch_sizes(copy, "siglip_shapes_digits:quick=True,stem=patch,eval_size=24", threads=2)
     spec = load_bundle_spec(copy)
     for p in (4, 6, 8, 16):
         acc = spec.patch_sizes[p]["eval"]["digits/accuracy"]

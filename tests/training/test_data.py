@@ -609,15 +609,17 @@ def test_the_recipe_trains_on_the_varied_data_with_its_augmentations():
     entries = {d["name"]: d["kwargs"] for d in config.data}
     assert entries["digits"]["sources"].get("typeset", 0) > 0 and entries["digits"]["augment"]
     maker = BatchMaker(config, ImageSpec(**config.image))
-    shapes_ds, digits_ds = maker.sources
+    shapes_ds, digits_ds, warmup_ds = maker.sources  # the varied drawing, digits, the curriculum's start
     assert shapes_ds.augment.spec and shapes_ds.style.position_grid == 0
+    assert warmup_ds.style.position_grid == 8 and not warmup_ds.augment.ops
     assert {op.name for op in digits_ds.augment.ops} >= {"stroke", "blur", "contrast", "downup"}
     # Captions true of both sources only: see the recipe (style words stopped the digits learning).
     assert not digits_ds.style_words
     assert "affine" not in {op.name for op in shapes_ds.augment.ops}  # would break the rotation rule
-    batch = maker.batch(0)
-    assert all(im.size == (48, 48) and im.mode == "RGB" for im in batch.images)
-    assert np.array_equal(np.diag(batch.pair_labels), np.ones(64))
+    for step in (0, 1000):  # on the old drawing, then on the varied one
+        batch = maker.batch(step)
+        assert all(im.size == (48, 48) and im.mode == "RGB" for im in batch.images)
+        assert np.array_equal(np.diag(batch.pair_labels), np.ones(64))
 
 
 
