@@ -54,18 +54,6 @@ def quick_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quick_patch_run(tmp_path_factory) -> Path:
-    """The quick run with ViT's linear patchify and no curriculum (the FlexiViT recipe's base):
-    PI-resize needs the linear stem, the bundled recipe has a conv stem."""
-    from vistas.training.config import load_config
-    from vistas.training.train import train
-
-    workdir = tmp_path_factory.mktemp("quick_patch_run")
-    train(load_config(QUICK_CONFIG + ",stem=patch,curriculum=0"), workdir, progress=False)
-    return workdir
-
-
-@pytest.fixture(scope="session")
 def quick_metrics(quick_run) -> dict:
     """The last evaluation record of the quick run."""
     records = [json.loads(line) for line in (quick_run / "metrics.jsonl").read_text().splitlines()]

@@ -31,9 +31,9 @@ from torch import nn
 
 
 def conv_stem_channels(width: int, patch_size: int) -> list[int]:
-    """Output channels of the stride-2 convolutions: doubling up to `width` (the paper's 48-96-192-384
-    before the 1x1 to 768 at p = 16 halves once more; at our tiny widths doubling to the width keeps
-    the last 3x3 as wide as the tokens)."""
+    """Output channels of the log2(p) stride-2 convolutions, doubling up to `width` (32-64-128 for the
+    tiny recipe's width 128 at p = 8). Xiao et al. tune a channel plan per model size; doubling to
+    the width keeps the last 3x3 convolution as wide as the tokens, at about one block's FLOPs."""
     k = int(math.log2(patch_size))
     if patch_size < 2 or 2**k != patch_size:
         raise ValueError(f"a conv stem needs a power-of-two patch size (stride-2 convolutions), got {patch_size}")
