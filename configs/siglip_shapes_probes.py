@@ -1,8 +1,9 @@
 """Short probes of configs/siglip_shapes_digits.py that vary how shapes are drawn (issue 13).
 
-The bundled recipe's tiny ViT learns colour but not shape on its varied shapes. These probes
-find out why, one core each, 500-1,000 steps; their figures are in
-models/siglip-shapes-digits/README.md.
+These probes found why the bundled recipe's tiny ViT learned colour but not shape on its varied
+shapes (the fix: a conv stem, `stem=conv`, and the curriculum, `v=curriculum`), one core each,
+500-1,000 steps; their figures are in models/siglip-shapes-digits/README.md. Defaults are the
+linear stem the earlier probes ran with.
 
     # the old, grid-aligned style, with one kind of variation added back (`v`):
     vistas train --config siglip_shapes_probes:v=old --workdir runs/probe-old
@@ -19,9 +20,8 @@ from pathlib import Path
 from vistas.configs.siglip_shapes_digits import WARMUP_STYLE
 from vistas.training.config import load_config, parse_arg
 
-# The shapes generator before issue 13 (the bundled recipe's curriculum starts with it).
-OLD_STYLE = WARMUP_STYLE
-# One kind of variation of the shipped Style each, added to OLD_STYLE.
+# One kind of variation of the shipped Style each, added to the generator before issue 13
+# (WARMUP_STYLE: the bundled recipe's curriculum starts with it).
 VARIATIONS = {
     "old": {},
     "colour": dict(levels=(0, 255), jitter=True),
@@ -62,6 +62,6 @@ def get_config(arg=None):
     if arg.v in ("varied", "curriculum"):  # the shipped style (after the old one, by step `ramp`)
         return c
     old = copy.deepcopy(c.data[0])
-    old["kwargs"].update(style=dict(OLD_STYLE, **VARIATIONS[arg.v]), augment="")
+    old["kwargs"].update(style=dict(WARMUP_STYLE, **VARIATIONS[arg.v]), augment="")
     c.data = [old, c.data[1]]
     return c
