@@ -207,10 +207,16 @@ class _TowerQueue:
                     self._cv.wait(remaining)
                 if self._queue:  # another worker may have taken it all while this one waited
                     break
-            batch, rows, skipped, signature = [], 0, [], None
+            batch, rows, skipped, expired, signature = [], 0, [], [], None
+            now = time.monotonic()
             for job in self._queue:
                 if job.gone():
                     skipped.append(job)
+                    continue
+                if now - job.arrived >= cfg.timeout_s:
+                    # Its request thread has not woken to give the place up yet (a busy machine
+                    # wakes it late); the wait bound holds all the same: it is not run.
+                    expired.append(job)
                     continue
                 if signature is None:
                     signature = job.signature
@@ -221,10 +227,12 @@ class _TowerQueue:
                 job.state = "running"
                 if rows >= cfg.max_batch_size:
                     break
-            for job in batch + skipped:
+            for job in batch + skipped + expired:
                 self._queue.remove(job)
         for job in skipped:
             self._finish(job, error=ClientGone("the client disconnected while its request was queued"))
+        for job in expired:
+            self._finish(job, error=QueueTimeout(self.tower, now - job.arrived))
         return batch, len(skipped)
 
     def _run(self, batch: list[_Job], dropped: int) -> None:

@@ -135,8 +135,9 @@ def test_full_queue_is_refused_with_a_retry_hint(heavy_bundle):
 
 
 def test_queue_timeout_gives_the_place_up(heavy_bundle):
+    seen = Recorder()
     inner = _SignalsRuns(heavy_bundle, threads=1)
-    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=64, timeout_s=0.05))
+    rt = BatchingRuntime(inner, BatchConfig(max_batch_size=64, timeout_s=0.05), observer=seen)
     with ThreadPoolExecutor(2) as pool:
         long = pool.submit(rt.run, "image", {"pixel_values": pixels(64, 0)})  # ~0.4 s
         assert inner.running.wait(10), "the long batch never started"
@@ -146,6 +147,9 @@ def test_queue_timeout_gives_the_place_up(heavy_bundle):
         assert long.result().shape == (64, 8)  # a running batch is never cut off
     assert rt.queue_depth("image") == 0
     rt.close()
+    # The late row never ran, even where its request thread woke after the worker was free
+    # again (the worker itself refuses a job that waited past timeout_s).
+    assert [b.rows for b in seen.batches] == [64]
 
 
 def test_requests_of_departed_clients_are_dropped(heavy_bundle):
