@@ -17,7 +17,7 @@ Digits, model and evals are the bundled recipe's.
 import copy
 from pathlib import Path
 
-from vistas.configs.siglip_shapes_digits import WARMUP_STYLE
+from vistas.configs.siglip_shapes_digits import DIGITS_AUGMENT, DIGITS_LOOK, WARMUP_STYLE
 from vistas.training.config import load_config, parse_arg
 
 # One kind of variation of the shipped Style each, added to the generator before issue 13
@@ -32,12 +32,10 @@ VARIATIONS = {
     "look": dict(outline=0.3, textures=("flat", "gradient", "noise", "stripes", "checker")),
 }
 
-# Digit ops added to the recipe's (typeset_digits draws white on black and small digits anywhere;
-# the training digits are dark on light and fill the frame).
-DIGITS_OPS = {
-    "recipe": "",
-    "invert_affine": "|invert(p=0.3)|affine(scale=(0.35, 1.0), translate=0.25, p=0.5)",
-}
+# The digits' augmentation ops: the recipe's, or its look ops alone (before issue 13 adopted the
+# placement ops: typeset_digits draws white on black and small digits anywhere, the training
+# digits are dark on light and fill the frame).
+DIGITS_OPS = {"recipe": DIGITS_AUGMENT, "look_only": DIGITS_LOOK}
 
 
 def get_config(arg=None):
@@ -58,7 +56,7 @@ def get_config(arg=None):
         source["kwargs"]["max_objects"] = arg.max_objects  # 1: single objects only
     if arg.digits not in DIGITS_OPS:
         raise ValueError(f"siglip_shapes_probes: digits={arg.digits!r}; known: {list(DIGITS_OPS)}")
-    c.data[1]["kwargs"]["augment"] += DIGITS_OPS[arg.digits]
+    c.data[1]["kwargs"]["augment"] = DIGITS_OPS[arg.digits]
     if arg.v in ("varied", "curriculum"):  # the shipped style (after the old one, by step `ramp`)
         return c
     old = copy.deepcopy(c.data[0])

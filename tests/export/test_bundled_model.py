@@ -49,11 +49,11 @@ def test_reported_figures_are_the_bundles_own():
     measured = run_suites(served.embed_images, served.embed_texts,
                           BatchMaker(recipe, served.spec.preprocess.image).eval_suites())
     assert measured == pytest.approx(figures, abs=1e-9)
-    # Issue 13's targets that the model meets (models/siglip-shapes-digits/README.md); typeset digits
-    # in held-out fonts (>= 80 %) it does not, and this guards what it has there: above chance (10 %).
+    # Issue 13's targets (models/siglip-shapes-digits/README.md), on images this project's training
+    # generators did not draw (PIL shapes, held-out fonts) as well as its own test splits.
     assert figures["digits/accuracy"] >= 0.9 and figures["shapes_seen/accuracy"] >= 0.95, figures
     assert figures["pil_shapes_rgb9/accuracy"] >= 0.9 and figures["pil_shapes_36/accuracy"] >= 0.8, figures
-    assert figures["typeset_digits/accuracy"] > 0.3, figures
+    assert figures["typeset_digits/accuracy"] >= 0.8, figures
 
 
 def test_digits_zero_shot_on_a_sample():

@@ -612,7 +612,8 @@ def test_the_recipe_trains_on_the_varied_data_with_its_augmentations():
     shapes_ds, digits_ds, warmup_ds = maker.sources  # the varied drawing, digits, the curriculum's start
     assert shapes_ds.augment.spec and shapes_ds.style.position_grid == 0
     assert warmup_ds.style.position_grid == 8 and not warmup_ds.augment.ops
-    assert {op.name for op in digits_ds.augment.ops} >= {"stroke", "blur", "contrast", "downup"}
+    # Digits as scanned and printed, and as placed in photographs: white on black, small, anywhere.
+    assert {op.name for op in digits_ds.augment.ops} >= {"stroke", "blur", "contrast", "downup", "invert", "affine"}
     # Captions true of both sources only: see the recipe (style words stopped the digits learning).
     assert not digits_ds.style_words
     assert "affine" not in {op.name for op in shapes_ds.augment.ops}  # would break the rotation rule
