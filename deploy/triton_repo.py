@@ -3,14 +3,18 @@
     vistas deploy triton models/siglip-shapes-digits/bundle build/triton [--max-batch 32] [--gpu]
     vistas deploy triton BUNDLE OUT --backend tensorrt --fp16      # + OUT/build_engines.sh (trtexec)
 
-Writes one Triton model per tower, named and shaped as `vistas.v2_protocol` says, so a Triton
-loaded from OUT and a vistas server answer the same requests, and `vistas serve BUNDLE
---runtime triton://HOST:PORT` can use either:
+Writes one Triton model per tower of the bundle (`BundleSpec.towers`), named and shaped as
+`vistas.v2_protocol` says, so a Triton loaded from OUT and a vistas server answer the same
+requests, and `vistas serve BUNDLE --runtime triton://HOST:PORT` can use either:
 
-    OUT/<name>.image_encoder/config.pbtxt   1/model.onnx
-    OUT/<name>.text_encoder/config.pbtxt    1/model.onnx
-    --backend tensorrt: model.onnx beside each config.pbtxt, and OUT/build_engines.sh, whose
-    trtexec commands build 1/model.plan on the GPU that will run it (engines are not portable)
+    OUT/<name>.image_encoder/config.pbtxt        1/model.onnx
+    OUT/<name>.text_encoder/config.pbtxt         1/model.onnx
+    OUT/<name>.image_encoder_p<P>/config.pbtxt   1/model.onnx   FlexiViT bundles: one per patch size P
+                                                                besides the default; the same pixels in
+                                                                and embeddings out as image_encoder
+    --backend tensorrt: model.onnx beside each config.pbtxt, and OUT/build_engines.sh, with one
+    trtexec command per model (per-patch-size graphs included) that builds its 1/model.plan on
+    the GPU that will run it (engines are not portable)
 
 Each config has dynamic batching (Triton queues requests up to `max_queue_delay_us` to fill
 a batch), instance groups, and the bundle's embedding-space id as the parameter
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, TOWER_ROLES, BundleSpec, load_bundle_spec
+from vistas.bundle import EMBED_OUTPUT, IMAGE_INPUT, TEXT_INPUT, BundleSpec, load_bundle_spec
 from vistas.v2_protocol import SPACE_PARAMETER, tower_model_name
 
 Backend = Literal["onnxruntime", "tensorrt"]
@@ -52,11 +56,14 @@ class TritonRepoConfig:
 
 def tower_tensors(spec: BundleSpec, tower: str) -> tuple[tuple[str, str, list[int]], tuple[str, str, list[int]]]:
     """-> ((input name, Triton type, dims), (output ...)), dims without the batch dimension."""
-    if tower == "image":
+    spec.role(tower)  # KeyError naming the bundle's towers, for a tower it does not have
+    if tower == "text":
+        inp = (TEXT_INPUT, "TYPE_INT64", [spec.preprocess.text.length])
+    else:
+        # "image" and a FlexiViT bundle's "image@p<P>": the graphs differ in their patch grid
+        # only, inside the graph; all take the same pixels at the bundle's image size.
         img = spec.preprocess.image
         inp = (IMAGE_INPUT, "TYPE_FP32", [3, img.height, img.width])
-    else:
-        inp = (TEXT_INPUT, "TYPE_INT64", [spec.preprocess.text.length])
     return inp, (EMBED_OUTPUT, "TYPE_FP32", [spec.embed_dim])
 
 
@@ -111,12 +118,12 @@ def write_triton_repository(bundle_dir: str | Path, out_dir: str | Path, cfg: Tr
     spec = load_bundle_spec(bundle_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, commands = [], []
-    for tower, role in TOWER_ROLES.items():
+    for tower in spec.towers:  # "image", "text", then a FlexiViT bundle's other patch sizes
         model_dir = out_dir / tower_model_name(spec.name, tower)
         shutil.rmtree(model_dir, ignore_errors=True)
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(model_config(spec, tower, cfg))
-        source = bundle_dir / spec.files[role]
+        source = bundle_dir / spec.files[spec.role(tower)]
         if cfg.backend == "onnxruntime":
             shutil.copyfile(source, model_dir / "1" / "model.onnx")
         else:

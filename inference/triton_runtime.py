@@ -7,9 +7,10 @@ from this bundle, or another vistas server (its /v2 routes expose the same model
 bundle directory still gives the spec and tokenizer: preprocessing, classify and search run
 here, only `run(tower, tensors)` crosses the network, as binary tensors.
 
-At start-up the runtime checks, for each tower, that the remote has `<bundle name>.<role>`
-with the tensors this bundle's preprocessing produces and an (B, D) FP32 output, and, where
-the remote publishes it in the model config, the same embedding-space id.
+At start-up the runtime checks, for each tower of the bundle (a FlexiViT bundle's per-patch-size
+image towers included, so `patch_size` requests run remotely too), that the remote has
+`<bundle name>.<role>` with the tensors this bundle's preprocessing produces and an (B, D) FP32
+output, and, where the remote publishes it in the model config, the same embedding-space id.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vistas.bundle import EMBED_OUTPUT, BundleSpec, load_bundle_spec
+from vistas.bundle import EMBED_OUTPUT, TOWER_ROLES, BundleSpec, load_bundle_spec
 from vistas.inference.runtime import (
-    TOWERS,
     BundleMismatchError,
     BundleRuntime,
     RemoteRuntimeError,
@@ -66,7 +66,7 @@ class TritonRuntime(BundleRuntime):
             ) from None
         if not live:
             raise RemoteRuntimeError(f"the server at http://{self.address} says it is not live (GET /v2/health/live)")
-        for tower in TOWERS:
+        for tower in self.spec.towers:  # "image", "text", then a FlexiViT bundle's other patch sizes
             self._inputs[tower], self._batch[tower] = self._check(client, tower)
 
     def run(self, tower: Tower, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,8 +123,12 @@ class TritonRuntime(BundleRuntime):
         try:
             meta = client.get_model_metadata(name)
         except Exception as e:
+            # A repository written before deploy knew per-patch-size graphs has the base towers only.
+            flexi = "" if tower in TOWER_ROLES else (
+                f" (this FlexiViT bundle needs one model per patch size: {self._model_names()})"
+            )
             raise BundleMismatchError(
-                f"{where} is not available ({_message(e)}); load the Triton repository made by "
+                f"{where} is not available ({_message(e)}){flexi}; load the Triton repository made by "
                 f"`vistas deploy triton {self.bundle_dir} OUT` there, or serve this bundle with vistas"
             ) from None
         expected = expected_inputs(self.spec, tower)
@@ -144,6 +148,9 @@ class TritonRuntime(BundleRuntime):
                 f"{where} has outputs {list(outputs.values())}, expected {EMBED_OUTPUT!r} FP32 [-1, {self.dim}]"
             )
         return expected, self._check_config(client, name, where)
+
+    def _model_names(self) -> list[str]:
+        return [tower_model_name(self.spec.name, t) for t in self.spec.towers]
 
     def _check_config(self, client, name: str, where: str) -> int:
         """Embedding space and max batch from the model config, where the remote has one."""

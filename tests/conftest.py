@@ -43,6 +43,14 @@ def bundles(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def small_flexi_bundle(tmp_path_factory) -> Path:
+    """A FlexiViT bundle "flexi" at patch sizes 8 (its default) and 16 (tests/support/flexi_bundle.py)."""
+    from support.flexi_bundle import build_flexi_bundle
+
+    return build_flexi_bundle(tmp_path_factory.mktemp("flexi") / "bundle")
+
+
+@pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> Path:
     """The run directory of a quick training of the bundled recipe."""
     from vistas.training.config import load_config

@@ -6,6 +6,8 @@ runs a bundle's towers on a remote v2 server. For a bundle named M:
 
     M.image_encoder   pixel_values FP32 (-1, 3, H, W) -> embeddings FP32 (-1, D)   = image_encoder.onnx
     M.text_encoder    input_ids    INT64 (-1, L)      -> embeddings FP32 (-1, D)   = text_encoder.onnx
+    M.image_encoder_p<P>   (FlexiViT bundles, one per patch size P other than the default)
+                      the image encoder's tensors                                   = image_encoder_p<P>.onnx
     M                 images BYTES (-1), texts BYTES (-1), both optional
                       -> image_embeddings FP32 (-1, D), text_embeddings FP32 (-1, D)   (vistas only)
 
@@ -15,7 +17,7 @@ generated repository and a vistas server answer the same requests the same way.
 
 from __future__ import annotations
 
-from vistas.bundle import EMBED_OUTPUT, TOWER_ROLES
+from vistas.bundle import EMBED_OUTPUT, TOWER_ROLES, flexi_role, flexi_tower
 
 # numpy dtype name -> v2 datatype (KServe v2 "Tensor Data Types"); bytes are np.object_ arrays
 V2_DATATYPES: dict[str, str] = {
@@ -40,8 +42,26 @@ SPACE_PARAMETER = "vistas_space_id"
 
 
 def tower_model_name(model: str, tower: str) -> str:
-    """("siglip", "image") -> "siglip.image_encoder"."""
-    return f"{model}.{TOWER_ROLES[tower]}"
+    """("siglip", "image") -> "siglip.image_encoder"; ("flexi", "image@p16") -> "flexi.image_encoder_p16"."""
+    return f"{model}.{tower_role(tower)}"
+
+
+def tower_role(tower: str) -> str:
+    """A runtime tower name -> its graph's role (the v2 model name's suffix), for any bundle.
+
+    `BundleSpec.role` answers for one bundle's towers; this needs no spec, so the names stay
+    one function of the tower on every side of the protocol.
+    """
+    if tower in TOWER_ROLES:
+        return TOWER_ROLES[tower]
+    size = tower.removeprefix("image@p")
+    # Only the canonical spelling ("image@p16", not "image@p016"): one tower, one model name.
+    if size != tower and size.isdigit() and int(size) > 0 and flexi_tower(int(size)) == tower:
+        return flexi_role(int(size))
+    raise ValueError(
+        f"no tower {tower!r}: towers are {list(TOWER_ROLES)}, and in a FlexiViT bundle 'image@p<P>' per "
+        "patch size P (e.g. 'image@p16'); a bundle's own are listed by BundleSpec.towers"
+    )
 
 
 def v2_shape(shape: tuple[int | None, ...]) -> list[int]:

@@ -6,7 +6,9 @@
     client.infer("siglip.image_encoder", [x]).as_numpy("embeddings")  # (2, D)
 
 Every served bundle is three v2 models (names and tensors in `vistas.v2_protocol`): its two
-towers with the ONNX graphs' tensor names, and one that takes raw images / texts as BYTES.
+towers with the ONNX graphs' tensor names, and one that takes raw images / texts as BYTES. A
+FlexiViT bundle adds one image tower per other patch size (`M.image_encoder_p16`, ...), with
+the image tower's tensors, so a client picks the patch size by the model it calls.
 Tower inference goes through `model.runtime.run`, the same path as /v1 (and its batching).
 
 Errors follow the protocol, `{"error": "<message>"}`, which is what tritonclient reads.
@@ -41,7 +43,6 @@ from vistas.v2_protocol import (
     RAW_OUTPUTS,
     RAW_TEXTS,
     SPACE_PARAMETER,
-    TOWER_ROLES,
     V2_DATATYPES,
     embeddings_output,
     tower_model_name,
@@ -52,7 +53,6 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
 VERSION = "1"  # a bundle is one version; "" (the default) and "1" name it
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
-_MAX_BATCH_SETTING = {"image": "max_batch_images", "text": "max_texts"}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -66,7 +66,7 @@ def _resolve(models: dict[str, ServedModel], name: str, version: str | None) -> 
     if name in models:
         return models[name], None
     for model in models.values():
-        for tower in TOWER_ROLES:
+        for tower in model.spec.towers:
             if name == tower_model_name(model.name, tower):
                 return model, tower
     known = [n for m in models.values() for n in _model_names(m)]
@@ -74,7 +74,14 @@ def _resolve(models: dict[str, ServedModel], name: str, version: str | None) -> 
 
 
 def _model_names(model: ServedModel) -> list[str]:
-    return [model.name, *(tower_model_name(model.name, t) for t in TOWER_ROLES)]
+    """The raw-input model, then one per tower: a FlexiViT bundle's other patch sizes included."""
+    return [model.name, *(tower_model_name(model.name, t) for t in model.spec.towers)]
+
+
+def _max_batch_setting(tower: str) -> str:
+    """The Settings limit on one call's rows: every image tower ("image", "image@p16") takes
+    images, so the per-patch-size towers share the image limit."""
+    return "max_texts" if tower == "text" else "max_batch_images"
 
 
 def _metadata(model: ServedModel, tower: str | None) -> dict:
@@ -99,7 +106,7 @@ def _metadata(model: ServedModel, tower: str | None) -> dict:
 def _config(model: ServedModel, tower: str | None, settings: Settings) -> dict:
     """Triton's model-configuration JSON (what `get_model_config` returns), batch dim left out."""
     meta = _metadata(model, tower)
-    max_batch = getattr(settings, _MAX_BATCH_SETTING[tower]) if tower else 0
+    max_batch = getattr(settings, _max_batch_setting(tower)) if tower else 0
 
     def dims(t: dict) -> list[int]:
         return t["shape"][1:] if max_batch else t["shape"]
@@ -258,7 +265,7 @@ async def _infer_tower(model: ServedModel, tower: str, req: InferRequest, settin
     if len(set(batches.values())) > 1:
         raise V2Error(f"model {where!r}: every input needs the same batch size (first dimension), got {batches}")
     batch = next(iter(batches.values()))
-    setting = _MAX_BATCH_SETTING[tower]
+    setting = _max_batch_setting(tower)
     check_count(f"{where} batch", batch, getattr(settings, setting), setting)
     if TEXT_INPUT in feeds:
         _check_token_ids(feeds[TEXT_INPUT], model, where)

@@ -37,3 +37,17 @@ def client(server: LiveServer):
 
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def flexi_server(small_flexi_bundle, tmp_path_factory):
+    """A real uvicorn server over the FlexiViT bundle "flexi" (patch sizes 8 and 16)."""
+    from vistas.serving.app import create_app
+    from vistas.serving.settings import Settings
+
+    settings = Settings(
+        bundles=[str(small_flexi_bundle)], index_dir=str(tmp_path_factory.mktemp("flexi_index")), threads=1,
+        max_batch_images=4,
+    )
+    with running_server(create_app(settings)) as live:
+        yield live

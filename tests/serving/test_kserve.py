@@ -132,3 +132,39 @@ def test_bad_requests_get_clear_4xx(tc: triton.InferenceServerClient, server):
                    headers={"Inference-Header-Content-Length": str(len(header))})
     assert r.status_code == 400 and "runs past the end" in r.json()["error"]
     assert httpx.get(f"{server.url}/health").status_code == 200  # still serving
+
+
+# ---- FlexiViT: one v2 model per patch size ------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_flexivit_patch_size_models(flexi_server, small_flexi_bundle, binary: bool):
+    from support.flexi_bundle import DIM as FLEXI_DIM
+    from support.flexi_bundle import SIZE as FLEXI_SIZE
+
+    tc = triton.InferenceServerClient(flexi_server.url.removeprefix("http://"), network_timeout=60)
+    names = [m["name"] for m in tc.get_model_repository_index()]
+    assert names == ["flexi", "flexi.image_encoder", "flexi.text_encoder", "flexi.image_encoder_p16"]
+    meta = tc.get_model_metadata("flexi.image_encoder_p16")
+    assert meta["inputs"] == [{"name": "pixel_values", "datatype": "FP32", "shape": [-1, 3, FLEXI_SIZE, FLEXI_SIZE]}]
+    assert meta["outputs"] == [{"name": "embeddings", "datatype": "FP32", "shape": [-1, FLEXI_DIM]}]
+    config = tc.get_model_config("flexi.image_encoder_p16")
+    assert config["max_batch_size"] == 4 and config["input"][0]["dims"] == [3, FLEXI_SIZE, FLEXI_SIZE]
+    assert tc.is_model_ready("flexi.image_encoder_p16")
+    with pytest.raises(InferenceServerException, match="no model 'flexi.image_encoder_p12'.*flexi.image_encoder_p16"):
+        tc.get_model_metadata("flexi.image_encoder_p12")  # a size the committed bundle has, this one does not
+
+    local = load_model(str(small_flexi_bundle), threads=1)
+    pixels = np.random.default_rng(3).uniform(-1, 1, (3, 3, FLEXI_SIZE, FLEXI_SIZE)).astype(np.float32)
+    out = triton.InferRequestedOutput("embeddings", binary_data=binary)
+    at16 = tc.infer("flexi.image_encoder_p16", [_input("pixel_values", pixels, "FP32", binary)], outputs=[out])
+    got = at16.as_numpy("embeddings")
+    assert got.shape == (3, FLEXI_DIM)
+    np.testing.assert_allclose(got, local.runtime.run("image@p16", {"pixel_values": pixels}), atol=1e-5)
+    at8 = tc.infer("flexi.image_encoder", [_input("pixel_values", pixels, "FP32", binary)]).as_numpy("embeddings")
+    assert np.abs(got - at8).max() > 1e-3  # really the p=16 graph, not the default one again
+    with pytest.raises(InferenceServerException, match="max_batch_images"):  # the image limit applies to it too
+        tc.infer("flexi.image_encoder_p16", [_input("pixel_values", np.zeros((5, 3, FLEXI_SIZE, FLEXI_SIZE),
+                                                                                 np.float32), "FP32", binary)])
+    local.close()
+    tc.close()

@@ -98,3 +98,35 @@ def test_remote_gone_mid_serving_is_a_502(bundles):
     finally:
         c.close()
         front_cm.__exit__(None, None, None)
+
+
+def test_flexivit_patch_sizes_run_on_the_remote(flexi_server, small_flexi_bundle, tmp_path):
+    from support.flexi_bundle import SIZE as FLEXI_SIZE
+    from support.flexi_bundle import build_flexi_bundle
+
+    address = _address(flexi_server.url)
+    remote = TritonRuntime(small_flexi_bundle, address)
+    local = load_model(str(small_flexi_bundle), threads=1).runtime
+    assert local.spec.towers == ("image", "text", "image@p16")
+    assert all(remote.inputs(t) == local.inputs(t) for t in local.spec.towers)  # each checked at start
+    pixels = np.random.default_rng(4).uniform(-1, 1, (5, 3, FLEXI_SIZE, FLEXI_SIZE)).astype(np.float32)
+    np.testing.assert_allclose(remote.run("image@p16", {"pixel_values": pixels}),
+                               local.run("image@p16", {"pixel_values": pixels}), atol=1e-6)
+    remote.close()
+
+    # A remote without the per-size model (a repository written before deploy knew them): named at start.
+    more = build_flexi_bundle(tmp_path / "more", patch_sizes=(8, 12, 16))  # same name and space, one size more
+    with pytest.raises(BundleMismatchError, match=r"'flexi.image_encoder_p12' at .* is not available.*"
+                                                  r"one model per patch size.*vistas deploy triton"):
+        TritonRuntime(more, address)
+
+    red = base64.b64encode(png(COLOR_RGB["red"], size=(FLEXI_SIZE, FLEXI_SIZE))).decode()
+    settings = Settings(bundles=[str(small_flexi_bundle)], runtime=f"triton://{address}", threads=1)
+    with running_server(create_app(settings)) as front, httpx.Client(base_url=front.url, timeout=60) as c:
+        for patch_size in (16, 8):
+            body = {"images": [red], "patch_size": patch_size}
+            via = c.post("/v1/embed", json=body)
+            assert via.status_code == 200 and via.json()["patch_size"] == patch_size, via.text
+            direct = httpx.post(f"{flexi_server.url}/v1/embed", json=body, timeout=60).json()
+            np.testing.assert_array_equal(via.json()["image_embeddings"], direct["image_embeddings"])
+        assert 'tower="image@p16"' in c.get("/metrics").text  # its own batching queue in the front too

@@ -136,3 +136,13 @@ def test_config_arguments():
     assert by_name.steps == 7 and by_name.model.family == "siglip"
     with pytest.raises(FileNotFoundError, match="siglip_shapes_digits"):  # the error lists the recipes
         load_config("nope")
+
+
+def test_v2_model_names_of_every_tower():
+    from vistas.v2_protocol import tower_model_name
+
+    assert tower_model_name("m", "image") == "m.image_encoder" and tower_model_name("m", "text") == "m.text_encoder"
+    assert tower_model_name("m", "image@p16") == "m.image_encoder_p16"  # a FlexiViT bundle's graph at p=16
+    for bad in ("audio", "image@p", "image@p0", "image@p016", "image@px", "image@p-4"):
+        with pytest.raises(ValueError, match=f"no tower '{bad}': towers are .*'image@p<P>'"):
+            tower_model_name("m", bad)
