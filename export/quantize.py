@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vistas.bundle import TEXT_INPUT, TOWER_ROLES, BundleSpec, load_bundle_spec, save_bundle_spec
+from vistas.bundle import TEXT_INPUT, BundleSpec, load_bundle_spec, save_bundle_spec
 from vistas.export.quiet import quiet_third_party
 from vistas.inference.model import ServedModel, load_model
 from vistas.permissions import publish_tree
@@ -90,8 +90,10 @@ def accuracy_report(
         noise = [Image.fromarray(rng.integers(0, 256, (img.height, img.width, 3), dtype=np.uint8)) for _ in range(16)]
         ids = rng.integers(0, fp32.tokenizer.vocab_size, (64, txt.length))  # (64, L)
         inputs = {"image": fp32.image_inputs(noise), "text": {TEXT_INPUT: ids}}
-    # The same tensors through both bundles (they share their preprocessing).
-    cos = {t: _cosines(fp32.runtime.run(t, x), int8.runtime.run(t, x)) for t, x in inputs.items()}
+    # The same tensors through both bundles (they share their preprocessing); a FlexiViT bundle's
+    # image graph at every patch size ("image@p16") takes the same pixels as "image".
+    towers = {t: inputs["image" if t.startswith("image") else t] for t in fp32.spec.towers}
+    cos = {t: _cosines(fp32.runtime.run(t, x), int8.runtime.run(t, x)) for t, x in towers.items()}
     report: dict = {"cosine_to_fp32": cos}
     if suites and run_suites is not None:
         before = run_suites(fp32.embed_images, fp32.embed_texts, suites)
@@ -116,7 +118,7 @@ def quantize_bundle(
     shutil.copytree(fp32_dir, out_dir)
     quantised = {}
     with quiet_third_party():  # onnxruntime's advice for static quantization
-        for role in TOWER_ROLES.values():
+        for role in map(spec.role, spec.towers):  # a FlexiViT bundle: the image graph of every patch size
             quantised[role] = quantize_graph(fp32_dir / spec.files[role], out_dir / spec.files[role])
     report = accuracy_report(_open(fp32_dir, threads), _open(out_dir, threads), suites, run_suites)
     report = {"method": "dynamic int8 (onnxruntime): weights 7-bit int8 per channel, activations uint8 per call",
@@ -131,14 +133,17 @@ def quantize_bundle(
 def export_quantized(
     source: str | Path, out_dir: str | Path, method: str = "int8", *, name: str | None = None,
     eval_config: str | None = None, threads: int | None = None, processor: str | None = None,
+    patch_sizes: list[int] | None = None,
 ) -> BundleSpec:
     """Any export source -> parity-checked fp32 export -> quantised bundle in `out_dir`, measured
-    on the eval suites of the recipe `eval_config` (None: cosine on random inputs only)."""
+    on the eval suites of the recipe `eval_config` (None: cosine on random inputs only).
+    `patch_sizes`: a FlexiViT bundle, every patch size's graph quantised; with an eval config each
+    size's int8 accuracy goes into bundle.json `patch_sizes` (`flexi_eval.measure_patch_sizes`)."""
     from vistas.export.onnx_export import export_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vistas-quantize-") as tmp:
         fp32 = Path(tmp) / "fp32"
-        spec = export_checkpoint(source, fp32, name=name, processor=processor)
+        spec = export_checkpoint(source, fp32, name=name, processor=processor, patch_sizes=patch_sizes)
         suites, run_suites = None, None
         if eval_config:
             from vistas.training.batches import BatchMaker
@@ -146,7 +151,13 @@ def export_quantized(
             from vistas.training.evaluate import run_suites
 
             suites = BatchMaker(load_config(eval_config), spec.preprocess.image).eval_suites()
-        return quantize_bundle(fp32, Path(out_dir), method, suites=suites, run_suites=run_suites, threads=threads)
+        out = quantize_bundle(fp32, Path(out_dir), method, suites=suites, run_suites=run_suites, threads=threads)
+    if out.patch_sizes and eval_config:
+        from vistas.export.flexi_eval import measure_patch_sizes
+
+        measure_patch_sizes(out_dir, eval_config, threads=threads)
+        out = load_bundle_spec(Path(out_dir))
+    return out
 
 
 def format_report(report: dict) -> str:

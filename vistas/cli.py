@@ -36,12 +36,12 @@ def _export(args: argparse.Namespace) -> int:
     if args.quantize:
         from vistas.export.quantize import export_quantized, format_report
 
-        if args.patch_sizes:
-            raise SystemExit("--quantize and --patch-sizes do not combine yet: export the FlexiViT bundle in fp32")
         eval_config = args.eval_config or "siglip_shapes_digits"
         eval_config = None if eval_config == "none" else eval_config
         spec = export_quantized(args.source, args.out, args.quantize, name=args.name, eval_config=eval_config,
-                                processor=args.processor)
+                                processor=args.processor, patch_sizes=args.patch_sizes)
+        if spec.patch_sizes:
+            _print_patch_sizes(spec.patch_sizes)
     else:
         from vistas.export.onnx_export import export_checkpoint
 
@@ -50,15 +50,18 @@ def _export(args: argparse.Namespace) -> int:
         if args.patch_sizes and args.eval_config not in (None, "none"):
             from vistas.export.flexi_eval import measure_patch_sizes
 
-            measured = measure_patch_sizes(args.out, args.eval_config)
-            for p, info in measured.items():
-                accs = ", ".join(f"{k.removesuffix('/accuracy')} {v:.3f}" for k, v in info["eval"].items()
-                                 if k.endswith("/accuracy"))
-                print(f"patch size {p:>2}: {info['tokens']:>4} tokens, {info['flops'] / 1e6:8.1f} MFLOPs; {accs}")
+            _print_patch_sizes(measure_patch_sizes(args.out, args.eval_config))
     print(json.dumps({"bundle": str(args.out), "name": spec.name, "space_id": spec.space_id, "parity": spec.parity}, indent=2))
     if spec.quantization:
         print(format_report(spec.quantization))
     return 0
+
+
+def _print_patch_sizes(patch_sizes: dict[int, dict]) -> None:
+    for p, info in sorted(patch_sizes.items()):
+        accs = ", ".join(f"{k.removesuffix('/accuracy')} {v:.3f}" for k, v in info.get("eval", {}).items()
+                         if k.endswith("/accuracy"))
+        print(f"patch size {p:>2}: {info['tokens']:>4} tokens, {info['flops'] / 1e6:8.1f} MFLOPs; {accs}")
 
 
 def _check_parity(args: argparse.Namespace) -> int:

@@ -118,3 +118,28 @@ def test_int8_naflex_bundle_without_eval_data(naflex_fp32, tmp_path):
     for tower, n in (("image", 16), ("text", 64)):
         c = report["cosine_to_fp32"][tower]
         assert c["n"] == n and c["mean"] > 0.99 and c["min"] > 0.95, (tower, c)
+
+
+def test_int8_flexivit_bundle_quantises_every_patch_size(tmp_path, capsys):
+    """`--quantize int8 --patch-sizes`: every patch size's graph int8, its cosine to fp32 reported,
+    and each size's int8 accuracy measured into bundle.json, as the fp32 FlexiViT export does."""
+    flexi = ROOT / "models" / "flexivit-shapes-digits" / "checkpoint"
+    out = tmp_path / "flexi-int8"
+    config = "flexivit_shapes_digits:quick=True,eval_size=24"
+    assert cli(["export", str(flexi), str(out), "--quantize", "int8", "--patch-sizes", "8,16",
+                "--eval-config", config, "--name", "fx8"]) == 0
+    printed = capsys.readouterr().out
+    spec = load_bundle_spec(out)
+    assert sorted(spec.patch_sizes) == [8, 16] and "patch size 16:" in printed
+    report = spec.quantization
+    assert set(report["quantized_matmuls"]) == {"image_encoder", "text_encoder", "image_encoder_p16"}
+    ops = {n.op_type for n in onnx.load(str(out / "image_encoder_p16.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops
+    assert set(report["cosine_to_fp32"]) == {"image", "text", "image@p16"}
+    assert report["cosine_to_fp32"]["image@p16"]["mean"] > 0.99
+    # Each size's accuracy is the int8 graph's, as serving runs it.
+    served = load_model(str(out))
+    suites = [s for s in BatchMaker(load_config(config), served.spec.preprocess.image).eval_suites()
+              if s.name == "digits"]
+    at16 = run_suites(lambda ims: served.embed_images(ims, patch_size=16), served.embed_texts, suites)
+    assert abs(spec.patch_sizes[16]["eval"]["digits/accuracy"] - at16["digits/accuracy"]) <= 1e-4
