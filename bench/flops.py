@@ -27,6 +27,10 @@ def vit_image_gflop(image_config: dict, height: int, width: int) -> float:
             macs += h * w * 9 * c_in * c
             c_in = c
         macs += n * c_in * d
+    elif image_config.get("stem", "patch") == "hybrid":  # two 3x3 convolutions to a stride-2 map, then its patches
+        from vistas.training.models.hybrid_stem import hybrid_stem_flops
+
+        macs = hybrid_stem_flops((height, width), p, d) // 2
     else:
         macs = n * (p * p * 3) * d  # patch embedding
     macs += depth * (n * 4 * d * d + n * 2 * d * m + 2 * n * n * d)  # q,k,v,out; fc1,fc2; QK^T and AV

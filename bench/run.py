@@ -14,7 +14,10 @@
    the p30 : p16 speed-up against its FLOP ratio (not in --quick: it needs the B/16 export);
 6. FlexiViT's adaptive patch size (bench/flexi_policy.py): the committed FlexiViT served at 2x
    the fixed policy's capacity, p50/p99, refusals, patch sizes served and the accuracy given
-   up, fixed vs adaptive policy (not in --quick: ~45 s of open-loop load).
+   up, fixed vs adaptive policy; then bench 5's B/16 the same way, one image per request
+   (not in --quick: ~3 min of open-loop load);
+7. FlexiViT export layout (bench/flexi_trunk.py): bench 5's model as one graph per patch size vs
+   a stem graph per size + one shared trunk, images/s and bytes on disk (not in --quick).
 
 The model is a SigLIP B/16 at 224 px with random weights, built with vistas' own
 ViTConfig.from_variant and exported once (cached in build/bench/, ~2 min the first time).
@@ -34,7 +37,7 @@ from pathlib import Path
 from vistas.bench.report import print_row, save
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("1", "2", "3", "4", "5", "6")
+BENCHMARKS = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
 
     from vistas.bench.batching import bench_batching
-    from vistas.bench.flexi import bench_flexi
+    from vistas.bench.flexi import bench_flexi, flexi_b16_bundle
     from vistas.bench.flexi_policy import bench_flexi_policy
+    from vistas.bench.flexi_trunk import bench_flexi_trunk
     from vistas.bench.flops import bench_flops
     from vistas.bench.http_overhead import bench_http_overhead
     from vistas.bench.models import bundled_tiny, siglip_b16
@@ -77,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                       for m in dict.fromkeys([model, tiny])],
         "4": lambda: [bench_flops(model, t, batch=c, **reps)],
         "5": lambda: [] if args.quick else [bench_flexi(ROOT / "build" / "bench", t, batch=c)],
-        "6": lambda: [] if args.quick else [bench_flexi_policy(t)],
+        "6": lambda: [] if args.quick else [
+            bench_flexi_policy(t),
+            bench_flexi_policy(t, bundle=flexi_b16_bundle(ROOT / "build" / "bench"), per_request=1, duration=30.0,
+                               capacity_requests=24)],
+        "7": lambda: [] if args.quick else [bench_flexi_trunk(ROOT / "build" / "bench", t, batch=c)],
     }
     results = []
     started = time.perf_counter()

@@ -42,6 +42,7 @@ from vistas.naflex import size_for_patch_budget
 from vistas.permissions import publish_tree
 from vistas.training.convert.sources import LoadedModel, load_source
 from vistas.training.models.flexi import check_patch_size, patch_flops, seq_len
+from vistas.training.models.hybrid_stem import hybrid_stem_flops
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def export_model(
     img, txt = preprocess.image, preprocess.text
     flexi = _flexi_sizes(patch_sizes, img)
     if flexi and config.get("image", {}).get("stem") == "conv":
-        raise ValueError("patch_sizes (a FlexiViT bundle) needs ViT's linear patch stem, which PI-resize resizes; "
-                         "this model has a conv stem, which runs at its own patch size only (train with stem='patch')")
+        raise ValueError("patch_sizes (a FlexiViT bundle) needs a patch map that PI-resize resizes (stem 'patch' or "
+                         "'hybrid'); this model has a conv stem, which runs at its own patch size only")
     gen = torch.Generator().manual_seed(0)
     vocab = config["text"]["vocab_size"]
 
@@ -215,7 +216,8 @@ def export_model(
             flexi_info[p] = {
                 "tower": "image" if p == img.patch_size else flexi_tower(p),
                 "tokens": seq_len((img.height, img.width), p),
-                "flops": patch_flops((img.height, img.width), p, c["width"], c["depth"], c["mlp_dim"]),
+                "flops": patch_flops((img.height, img.width), p, c["width"], c["depth"], c["mlp_dim"],
+                                     stem_flops=_stem_flops(c, (img.height, img.width), p)),
                 "max_abs_diff": parity["image_max_abs_diff" if p == img.patch_size else f"image_p{p}_max_abs_diff"],
             }
         for tower, diff in parity.items():
@@ -250,6 +252,13 @@ def export_model(
     publish_tree(out_dir)  # copytree kept the temp directory's 700: readable by the serving user too
     log.info("wrote bundle %s (parity %s)", out_dir, parity)
     return spec
+
+
+def _stem_flops(image_config: dict, image_hw: tuple[int, int], patch_size: int) -> int | None:
+    """The stem's FLOPs where it is not the linear patchify that `patch_flops` counts."""
+    if image_config.get("stem", "patch") == "hybrid":
+        return hybrid_stem_flops(image_hw, patch_size, image_config["width"])
+    return None
 
 
 def _flexi_sizes(patch_sizes: list[int] | None, img: ImageSpec) -> list[int]:

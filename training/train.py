@@ -34,6 +34,7 @@ from vistas.training.checkpoint import (
     step_checkpoints,
 )
 from vistas.training.config import Config
+from vistas.training.distill import distill_loss, distillation_setup
 from vistas.training.evaluate import run_suites
 from vistas.training.losses import sigmoid_loss
 from vistas.training.models import build_model
@@ -187,7 +188,8 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
     trained `config.steps` steps is not trained again (one line says so).
     `config.init` (optional) starts from an existing model instead of `config.model`:
     a vistas checkpoint, `hf:DIR_OR_HUB_ID` or `npz:FILE` (`vistas.training.convert.sources`);
-    `config.lock_image` freezes the image tower (LiT)."""
+    `config.lock_image` freezes the image tower (LiT). `config.distill` (teacher=CHECKPOINT) trains a
+    student image tower on the teacher's image embeddings instead (training/distill.py)."""
     workdir = Path(workdir)
     if resume and (final := _finished(workdir, config.steps)):
         return final
@@ -197,7 +199,11 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         torch.set_num_threads(config.threads)
 
     tok_dir = workdir / "tokenizer"
-    if config.get("init"):
+    teacher = None
+    if config.get("distill"):  # flexifying by distillation (training/distill.py)
+        model, model_config, preprocess, teacher = distillation_setup(config, tok_dir)
+        batches = BatchMaker(config, preprocess.image)
+    elif config.get("init"):
         model, model_config, preprocess = _from_source(config, tok_dir)
         batches = BatchMaker(config, preprocess.image)
     else:
@@ -209,6 +215,13 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
                                          image_spec.patch_size)
     if patch_sizes and image_spec.mode != "fixed":
         raise ValueError("config.flexi (FlexiViT patch sizes) needs fixed-size images; this model's inputs are NaFlex")
+    stem = model_config.get("image", {}).get("stem", "patch")
+    if patch_sizes and stem == "conv":
+        raise ValueError("config.flexi (FlexiViT patch sizes) needs a stem PI-resize can resize ('patch' or 'hybrid'); "
+                         "this model has a conv stem, which runs at its own patch size only")
+    if patch_sizes and stem == "hybrid" and (odd := [p for p in patch_sizes.sizes if p % 2]):
+        raise ValueError(f"flexi.patch_sizes {odd}: a hybrid stem cuts patches from a stride-2 map, so only even "
+                         "patch sizes")
     if config.get("lock_image"):
         model.lock_image_tower()  # LiT (arXiv 2111.07991): only the text tower learns
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
@@ -263,8 +276,14 @@ def train(config: Config, workdir: str | Path, *, resume: bool = True, progress:
         if step + 1 < config.steps:
             upcoming = prefetch.submit(prepare, step + 1)
         patch_size = patch_sizes.at(step) if patch_sizes else None  # FlexiViT: one size per step
-        zimg, ztxt, out = model(images, ids, patch_size=patch_size)
-        loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
+        if teacher is None:
+            zimg, ztxt, out = model(images, ids, patch_size=patch_size)
+            loss = sigmoid_loss(zimg, ztxt, out["t"], out["b"], labels=labels)
+        else:  # the teacher at its own patch size, the student at this step's
+            with torch.no_grad():
+                target = teacher.encode_image_inputs(images)
+            loss = distill_loss(model.encode_image_inputs(images, patch_size=patch_size), target)
+            out = {"t": model.t, "b": model.b}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from vistas.bench.flexi_policy import bench_flexi_policy
 from vistas.bench.flops import vit_image_gflop
 from vistas.cli import main as cli
 from vistas.training.models.vit import ViT, ViTConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path, capsys):
@@ -36,7 +39,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize(
     "config,hw",
     [(ViTConfig(), (32, 32)), (ViTConfig(pool="gap", head_dim=64), (32, 48)), (ViTConfig(depth=2, patch_size=4), (16, 24)),
-     (ViTConfig(depth=2, stem="conv"), (48, 40))],
+     (ViTConfig(depth=2, stem="conv"), (48, 40)), (ViTConfig(depth=2, stem="hybrid"), (48, 40))],
 )
 def test_vit_flops_formula_matches_torch_flop_counter(config: ViTConfig, hw: tuple[int, int]):
     # At its own patch grid, as an exported tower runs: a resized position embedding would be
@@ -67,3 +70,30 @@ def test_flexi_policy_bench_overloads_both_policies_and_adaptive_goes_coarser():
     assert row["fixed_share_p8"] == 1 and row["fixed_digits_points_given_up"] == 0, row
     assert row["adaptive_share_p12"] + row["adaptive_share_p16"] > 0, row
     assert row["adaptive_digits_points_given_up"] > 0, row  # p=12 and p=16 score below p=8 on digits (bundle.json)
+
+
+def test_shared_trunk_layout_reproduces_the_model_at_every_patch_size(tmp_path):
+    """Bench 7's other export layout, on the committed FlexiViT: a stem graph per patch size and one
+    trunk graph with a dynamic token axis give the model's embeddings (<= 1e-4) at every size."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from vistas.bench.flexi_trunk import export_shared
+    from vistas.training.checkpoint import load_checkpoint
+
+    checkpoint = ROOT / "models" / "flexivit-shapes-digits" / "checkpoint"
+    paths = export_shared(checkpoint, tmp_path, (8, 16))
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(paths["trunk"])).graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] != dims[1] and all(isinstance(d, str) for d in dims[:2]) and dims[2] == 128, dims
+    model, _, _ = load_checkpoint(checkpoint)
+    pixels = np.random.default_rng(0).uniform(-1, 1, (3, 3, 48, 48)).astype(np.float32)
+    trunk = ort.InferenceSession(str(paths["trunk"]), providers=["CPUExecutionProvider"])
+    for p in (8, 16):
+        stem = ort.InferenceSession(str(paths[f"stem_p{p}"]), providers=["CPUExecutionProvider"])
+        tokens = stem.run(None, {"pixel_values": pixels})[0]
+        assert tokens.shape == (3, (48 // p) ** 2, 128)
+        got = trunk.run(None, {"tokens": tokens})[0]
+        with torch.no_grad():
+            want = model.eval().encode_image(torch.from_numpy(pixels), patch_size=p).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)

@@ -25,8 +25,8 @@ SIZES = [4, 6, 16]  # plus the model's own 8
 
 @pytest.fixture(scope="module")
 def checkpoint():
-    """The committed FlexiViT's checkpoint (models/flexivit-shapes-digits): a trained model with the
-    linear patch stem PI-resize needs (the bundled model has a conv stem), no training in the test."""
+    """The committed FlexiViT's checkpoint (models/flexivit-shapes-digits): a trained model with a
+    stem PI-resize can resize (the bundled model has a conv stem), no training in the test."""
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2] / "models" / "flexivit-shapes-digits" / "checkpoint"
@@ -95,7 +95,7 @@ def test_export_refuses_patch_sizes_for_a_conv_stem_model(tmp_path):
     from pathlib import Path
 
     checkpoint = Path(__file__).resolve().parents[2] / "models" / "siglip-shapes-digits" / "checkpoint"
-    with pytest.raises(ValueError, match="needs ViT's linear patch stem"):
+    with pytest.raises(ValueError, match="needs a patch map that PI-resize resizes"):
         export_checkpoint(checkpoint, tmp_path / "b", patch_sizes=[4])
     assert not (tmp_path / "b").exists()
 

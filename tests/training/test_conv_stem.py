@@ -25,7 +25,7 @@ def test_channels_double_up_to_the_width():
     with pytest.raises(ValueError, match="power-of-two"):
         ViTConfig(**{**VIT, "patch_size": 6})
     with pytest.raises(ValueError, match="stem must be"):
-        ViTConfig(**{**VIT, "stem": "hybrid"})
+        ViTConfig(**{**VIT, "stem": "cnn"})
 
 
 def test_stem_has_the_patch_stride_and_is_translation_equivariant():

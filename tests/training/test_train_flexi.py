@@ -41,6 +41,18 @@ def test_bad_flexi_configs_are_refused():
     assert PatchSizes.from_config(None, (48, 48)) is None
 
 
+@pytest.mark.parametrize("stem, sizes, error", [("conv", [4, 8], "needs a stem PI-resize can resize"),
+                                                 ("hybrid", [3, 8], "only even patch sizes")])
+def test_train_refuses_patch_sizes_the_stem_cannot_run(tmp_path, stem, sizes, error):
+    from vistas.training.train import train
+
+    c = load_config(f"siglip_shapes_digits:quick=True,steps=2,batch_size=8,eval_size=8,stem={stem}")
+    c.flexi = dict(patch_sizes=sizes)
+    with pytest.raises(ValueError, match=error):
+        train(c, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "final").exists()
+
+
 def test_recipe_trains_and_evaluates_at_every_patch_size(tmp_path):
     from vistas.training.checkpoint import load_checkpoint
     from vistas.training.train import evaluate_checkpoint, train

@@ -18,8 +18,10 @@ patch on its own (no view across patch edges) reached only 59 % at 600.
       -> [Conv 3x3 stride 2 -> BatchNorm -> ReLU] x log2(p)   channels width/2^(k-1) ... width
       -> Conv 1x1 -> tokens (B, width, H/p, W/p)
 
-The stem sees the whole image, so a model with it takes pixels, not patch sets: NaFlex,
-NaViT packing and FlexiViT's PI-resize need the linear stem (`ViTConfig.stem = "patch"`).
+The stem sees the whole image, so a model with it takes pixels, not patch sets: NaFlex and
+NaViT packing need the linear stem (`ViTConfig.stem = "patch"`). It strides to one patch size, so
+FlexiViT needs the linear stem or the hybrid one (hybrid_stem.py: convolutions to stride 2, then
+a PI-resizable patch embedding).
 """
 
 from __future__ import annotations

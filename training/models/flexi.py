@@ -82,17 +82,19 @@ def pi_resize_kernel(kernel: torch.Tensor, old: int | tuple[int, int], new: int 
 
 
 def patch_flops(image_hw: tuple[int, int], patch_size: int, width: int, depth: int, mlp_dim: int,
-                channels: int = 3) -> int:
+                channels: int = 3, stem_flops: int | None = None) -> int:
     """Multiply-adds x 2 of a ViT image tower (stem + encoder) on one image at `patch_size`.
 
     Counts the matrix products, which dominate: stem N*p*p*C*D; per block the q/k/v/out
     projections 4*N*D^2, the attention scores and mixing 2*N^2*D, the MLP 2*N*D*mlp.
-    Pooling and norms are left out (under 1 % at these sizes).
+    Pooling and norms are left out (under 1 % at these sizes). `stem_flops`: another stem's
+    count in place of the linear patchify's (a hybrid stem, `hybrid_stem.hybrid_stem_flops`).
     """
     n = (image_hw[0] // patch_size) * (image_hw[1] // patch_size)
-    stem = n * patch_size * patch_size * channels * width
     block = 4 * n * width * width + 2 * n * n * width + 2 * n * width * mlp_dim
-    return 2 * (stem + depth * block)
+    if stem_flops is None:
+        stem_flops = 2 * n * patch_size * patch_size * channels * width
+    return stem_flops + 2 * depth * block
 
 
 def check_patch_size(image_hw: tuple[int, int], patch_size: int) -> None:

@@ -5,7 +5,8 @@ Adapted from big_vision `models/vit.py`. The primary input is a *set of patches*
 FlexiViT/NaFlex variable resolution and NaViT-style padded sets share one path:
 
     patches (B, N, p*p*3) --Linear--> tokens (B, N, D)
-      (or pixels --conv stem--> tokens, `stem="conv"`: whole images only, see conv_stem.py)
+      (or pixels --conv stem--> tokens, `stem="conv"` / `"hybrid"`: whole images only, see
+       conv_stem.py and hybrid_stem.py)
       + position embedding looked up at coords in the (resized) learned grid
       --> pre-LN encoder (padded tokens masked out of attention)
       --> pool: "map" (SigLIP) | "gap" (masked mean) | "none"
@@ -29,6 +30,7 @@ from torch import nn
 
 from vistas.training.models.conv_stem import ConvStem, conv_stem_channels
 from vistas.training.models.flexi import pi_resize_kernel
+from vistas.training.models.hybrid_stem import HybridStem, check_hybrid_patch_size
 from vistas.training.models.layers import DEFAULT_ACT, LN_EPS, Encoder, MAPHead, check_act, init_linear
 
 # Model sizes: Table 2 of arXiv 2106.04560 (Scaling Vision Transformers); So400m is the
@@ -43,7 +45,7 @@ VARIANTS: dict[str, dict[str, int]] = {
 }
 
 Pool = Literal["map", "gap", "none"]
-Stem = Literal["patch", "conv"]
+Stem = Literal["patch", "conv", "hybrid"]
 
 
 def decode_variant(variant: str) -> dict[str, int]:
@@ -78,14 +80,18 @@ class ViTConfig:
     ln_eps: float = LN_EPS
     act: str = DEFAULT_ACT  # MLP activation, a key of `vistas.training.models.layers.ACTIVATIONS`
     # "patch": ViT's linear patchify (every released checkpoint); "conv": Xiao et al.'s
-    # convolutional stem (arXiv 2106.14881, training/models/conv_stem.py), pixels in only.
+    # convolutional stem (arXiv 2106.14881, training/models/conv_stem.py), pixels in only, one
+    # patch size; "hybrid": convolutions to a stride-2 map, then a PI-resizable overlapping patch
+    # embedding of it (training/models/hybrid_stem.py), pixels in only, any even patch size (FlexiViT).
     stem: Stem = "patch"
 
     def __post_init__(self):
-        if self.stem not in ("patch", "conv"):
-            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem not in ("patch", "conv", "hybrid"):
+            raise ValueError(f"stem must be 'patch', 'conv' or 'hybrid', got {self.stem!r}")
         if self.stem == "conv":
             conv_stem_channels(self.width, self.patch_size)  # raises for a patch size it cannot reach
+        if self.stem == "hybrid":
+            check_hybrid_patch_size(self.patch_size)
         if self.pool not in ("map", "gap", "none"):
             raise ValueError(f"pool must be 'map', 'gap' or 'none', got {self.pool!r}")
         if self.width % self.heads:
@@ -186,6 +192,8 @@ class ViT(nn.Module):
         self.config = c = config
         if c.stem == "conv":
             self.conv_stem = ConvStem(c.width, c.patch_size)
+        elif c.stem == "hybrid":
+            self.hybrid_stem = HybridStem(c.width, c.patch_size)
         else:
             self.patch_embed = nn.Linear(c.patch_size * c.patch_size * 3, c.width)
         # big_vision posemb "learn": normal(stddev=1/sqrt(width)).
@@ -203,23 +211,33 @@ class ViT(nn.Module):
         `patch_size` other than the config's runs the model as a FlexiViT (arXiv 2212.08013):
         the kernel PI-resized, the position embedding resized to the (H/p, W/p) grid.
         """
+        out: dict = {}
+        return self.trunk(self.stem_tokens(pixels, patch_size, out), None, out)
+
+    def stem_tokens(self, pixels: torch.Tensor, patch_size: int | None = None, out: dict | None = None) -> torch.Tensor:
+        """pixels (B, 3, H, W) -> tokens with their position embedding (B, H/p * W/p, D): the part of
+        `forward` that depends on the patch size (`trunk` does the rest)."""
+        out = {} if out is None else out
         p = patch_size or self.config.patch_size
         grid_hw = (pixels.shape[2] // p, pixels.shape[3] // p)
         if not grid_hw[0] or not grid_hw[1]:
             raise ValueError(f"a {pixels.shape[2]}x{pixels.shape[3]} image is smaller than one {p}x{p} patch")
         pixels = pixels[:, :, : grid_hw[0] * p, : grid_hw[1] * p]
+        if self.config.stem == "conv" and p != self.config.patch_size:
+            raise ValueError(f"patch_size {p}: a conv-stem ViT runs at its own patch size "
+                             f"({self.config.patch_size}) only; FlexiViT needs stem='patch' or 'hybrid'")
         if self.config.stem == "conv":
-            if p != self.config.patch_size:
-                raise ValueError(f"patch_size {p}: a conv-stem ViT runs at its own patch size "
-                                 f"({self.config.patch_size}) only; FlexiViT needs stem='patch'")
-            out = {}
             x = out["stem"] = self.conv_stem(pixels)  # (B, N, D)
-            rows, cols = torch.meshgrid(torch.arange(grid_hw[0], device=x.device),
-                                        torch.arange(grid_hw[1], device=x.device), indexing="ij")
-            coords = torch.stack([rows.flatten(), cols.flatten()], -1).expand(x.shape[0], -1, -1)  # (B, N, 2)
-            return self._encode(x, coords, None, grid_hw, out)
-        patches, coords = patchify(pixels, p)  # (B, N, p*p*3), (B, N, 2)
-        return self.forward_patches(patches, coords, mask=None, grid_hw=grid_hw, patch_size=p)
+        elif self.config.stem == "hybrid":
+            x = out["stem"] = self.hybrid_stem(pixels, p)  # (B, N, D)
+        else:
+            patches, _ = patchify(pixels, p)  # (B, N, p*p*3)
+            x = out["stem"] = self.embed_patches(patches, p)  # (B, N, D)
+        rows, cols = torch.meshgrid(torch.arange(grid_hw[0], device=x.device),
+                                    torch.arange(grid_hw[1], device=x.device), indexing="ij")
+        coords = torch.stack([rows.flatten(), cols.flatten()], -1).expand(x.shape[0], -1, -1)  # (B, N, 2)
+        x = out["with_posemb"] = x + self.position_embedding(coords, None, grid_hw)  # (B, N, D)
+        return x
 
     def forward_naflex(
         self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor, spatial_shapes: torch.Tensor
@@ -258,8 +276,8 @@ class ViT(nn.Module):
         out: "stem", "with_posemb", "encoder" (per-block dict), "encoded" (B, N, D),
         "pre_logits" (pooled, before the head), "logits" (after the head, if any).
         """
-        if self.config.stem == "conv":
-            raise ValueError("this ViT has a conv stem, which sees whole images: call forward(pixels); "
+        if self.config.stem != "patch":
+            raise ValueError(f"this ViT has a {self.config.stem} stem, which sees whole images: call forward(pixels); "
                              "patch sets (NaFlex, packed sequences) need a model with stem='patch'")
         p = patch_size or self.config.patch_size
         b, n, pdim = patches.shape
@@ -278,6 +296,13 @@ class ViT(nn.Module):
                 grid_hw: tuple[int, int] | torch.Tensor | None, out: dict) -> tuple[torch.Tensor, dict]:
         """Stem tokens (B, N, D) -> position embedding, encoder, pool, head (see forward_patches)."""
         x = out["with_posemb"] = x + self.position_embedding(coords, mask, grid_hw)  # (B, N, D)
+        return self.trunk(x, mask, out)
+
+    def trunk(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+              out: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """Tokens with their position embedding (B, N, D) -> encoder, pool, head: the part of the
+        tower that is the same at every patch size (a FlexiViT's shared trunk)."""
+        out = {} if out is None else out
         x, out["encoder"] = self.encoder(x, mask)  # (B, N, D)
         out["encoded"] = x
         x = out["pre_logits"] = self._pool(x, mask)  # (B, D) or (B, N, D)
