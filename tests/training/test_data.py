@@ -691,7 +691,9 @@ def test_the_bundled_recipe_starts_on_the_old_drawing_and_hands_over_to_the_vari
     assert {k: v for k, v in warmup.items() if k not in ("style", "augment")} == {k: v for k, v in varied.items() if k != "augment"}
     assert recipe.model["image"]["stem"] == "conv"
     assert len(load_config("siglip_shapes_digits:curriculum=0").data) == 2
-    assert load_config("flexivit_shapes_digits").model["image"]["stem"] == "patch"  # PI-resize needs the linear stem
+    # FlexiViT needs a stem PI-resize can resize: the hybrid one, with the same curriculum.
+    flexi = load_config("flexivit_shapes_digits")
+    assert flexi.model["image"]["stem"] == "hybrid" and len(flexi.data) == 3
 
 
 def test_the_shapes_probes_vary_one_thing_from_the_old_style():
