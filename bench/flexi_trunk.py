@@ -32,6 +32,7 @@ def export_shared(checkpoint: Path, out: Path, sizes: tuple[int, ...]) -> dict[s
     """Stem graphs per patch size and one trunk graph with a dynamic token axis -> their paths."""
     import torch
 
+    from vistas.export.quiet import quiet_third_party
     from vistas.training.checkpoint import load_checkpoint
 
     model, _, pre = load_checkpoint(checkpoint)
@@ -40,29 +41,35 @@ def export_shared(checkpoint: Path, out: Path, sizes: tuple[int, ...]) -> dict[s
     class Stem(torch.nn.Module):
         def __init__(self, p: int):
             super().__init__()
-            self.p = p
+            self.vit, self.p = vit, p  # a submodule: the exporter traces parameters it owns
 
         def forward(self, pixels):  # (B, 3, H, W) -> (B, N, D)
-            return vit.stem_tokens(pixels, self.p)
+            return self.vit.stem_tokens(pixels, self.p)
 
     class Trunk(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = vit
+
         def forward(self, tokens):  # (B, N, D) -> (B, D), L2-normalised as the bundle's graphs are
-            return torch.nn.functional.normalize(vit.trunk(tokens)[0], dim=-1)
+            return torch.nn.functional.normalize(self.vit.trunk(tokens)[0], dim=-1)
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     # At the checkpoint's own image size: each stem graph is for one patch grid.
     pixels = torch.randn(2, 3, pre.image.height, pre.image.width)
     paths = {}
-    for p in sizes:
-        paths[f"stem_p{p}"] = out / f"stem_p{p}.onnx"
-        torch.onnx.export(Stem(p), (pixels,), str(paths[f"stem_p{p}"]), dynamo=True, input_names=["pixel_values"],
-                          output_names=["tokens"], dynamic_shapes=({0: batch},), verbose=False)
-    # Traced with a token count that is none of the patch sizes', so no size is baked in.
-    tokens = torch.export.Dim("tokens", min=1, max=4096)
-    paths["trunk"] = out / "trunk.onnx"
-    torch.onnx.export(Trunk(), (torch.randn(2, 50, vit.config.width),), str(paths["trunk"]), dynamo=True,
-                      input_names=["tokens"], output_names=["embeddings"], dynamic_shapes=({0: batch, 1: tokens},),
-                      external_data=False, verbose=False)
+    with quiet_third_party():
+        for p in sizes:
+            paths[f"stem_p{p}"] = out / f"stem_p{p}.onnx"
+            torch.onnx.export(Stem(p).eval(), (pixels,), str(paths[f"stem_p{p}"]), dynamo=True,
+                              input_names=["pixel_values"], output_names=["tokens"], dynamic_shapes=({0: batch},),
+                              verbose=False)
+        # Traced with a token count that is none of the patch sizes', so no size is baked in.
+        tokens = torch.export.Dim("tokens", min=1, max=4096)
+        paths["trunk"] = out / "trunk.onnx"
+        torch.onnx.export(Trunk().eval(), (torch.randn(2, 50, vit.config.width),), str(paths["trunk"]), dynamo=True,
+                          input_names=["tokens"], output_names=["embeddings"],
+                          dynamic_shapes=({0: batch, 1: tokens},), verbose=False)
     return paths
 
 
