@@ -69,7 +69,9 @@ def test_flexi_policy_bench_overloads_both_policies_and_adaptive_goes_coarser():
         assert sum(shares) == pytest.approx(1, abs=0.002), row
     assert row["fixed_share_p8"] == 1 and row["fixed_digits_points_given_up"] == 0, row
     assert row["adaptive_share_p12"] + row["adaptive_share_p16"] > 0, row
-    assert row["adaptive_digits_points_given_up"] > 0, row  # p=12 and p=16 score below p=8 on digits (bundle.json)
+    # p=12 and p=16 score below p=8 on seen shapes (bundle.json: 95.8 / 93.1 against 98.7 %); on digits
+    # the distilled FlexiViT scores higher at the coarse sizes, so that figure may be negative.
+    assert row["adaptive_shapes_seen_points_given_up"] > 0 and row["fixed_shapes_seen_points_given_up"] == 0, row
 
 
 def test_shared_trunk_layout_reproduces_the_model_at_every_patch_size(tmp_path):

@@ -53,10 +53,10 @@ def test_reported_digits_accuracy_per_patch_size(served, p):
 
 
 def test_cross_patch_size_retrieval_in_one_space():
-    """Indexed at p=8, queried at p=16: the committed FlexiViT finds the same digit far more often
-    than the fixed-size control would (49 % measured, models/flexivit-shapes-digits/README.md)."""
+    """Indexed at p=8, queried at p=16: the committed FlexiViT finds the same digit as often as at p=8,
+    where the fixed-size control found it 49 % of the time (models/flexivit-shapes-digits/README.md)."""
     from vistas.export.flexi_eval import cross_patch_retrieval
 
     res = cross_patch_retrieval(MODEL / "bundle", threads=2)
-    assert res[8] > 0.9 and res[16] > 0.8
-    assert res[16] == pytest.approx(0.847, abs=2e-3)  # the README's figure
+    assert res[8] > 0.9 and res[16] > 0.9
+    assert res[16] == pytest.approx(0.961, abs=2e-3)  # the README's figure
