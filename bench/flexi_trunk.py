@@ -74,8 +74,9 @@ def export_shared(checkpoint: Path, out: Path, sizes: tuple[int, ...]) -> dict[s
 
 
 def _bytes(paths) -> int:
-    return sum(p.stat().st_size + (p.with_name(p.name + ".data").stat().st_size if p.with_name(p.name + ".data").exists()
-                                   else 0) for p in paths)
+    """Bytes of the graphs, their external weights (`NAME.onnx.data`) included."""
+    files = [f for p in paths for f in (p, p.with_name(p.name + ".data")) if f.exists()]
+    return sum(f.stat().st_size for f in files)
 
 
 def bench_flexi_trunk(cache: Path, threads: int, batch: int = 8, rounds: int = 3) -> dict:

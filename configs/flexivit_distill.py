@@ -4,8 +4,8 @@ flexible student its image embeddings, at a patch size drawn per step.
     vistas train --config configs/flexivit_distill.py --workdir runs/flexivit-distill
     vistas train --config configs/flexivit_distill.py:teacher=runs/x/final,steps=500 --workdir runs/d
 
-The student is configs/flexivit_shapes_digits.py's (hybrid stem, patch sizes 4-16 with the same
-draw, the same data and evals) with the teacher's transformer trunk, position grid and MAP head
+The student is configs/flexivit_shapes_digits.py's (hybrid stem, patch sizes 4-16, the same data
+and evals; its own draw, PROBS below) with the teacher's transformer trunk, position grid and MAP head
 as its start and the teacher's text tower, tokenizer, temperature and bias frozen
 (training/distill.py). The teacher runs at its own patch size (8) with its conv stem, which
 cannot be resized; the student's new stem learns to feed the trunk what the teacher's did. No

@@ -48,8 +48,7 @@ def distillation_setup(config, tok_dir: Path) -> tuple[torch.nn.Module, dict, Pr
     if preprocess.image.mode != "fixed":
         raise ValueError(f"the teacher {teacher_dir} takes NaFlex inputs; distillation needs a fixed-size image model")
     tok_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json",):
-        (tok_dir / name).write_bytes((teacher_dir / name).read_bytes())
+    (tok_dir / "tokenizer.json").write_bytes((teacher_dir / "tokenizer.json").read_bytes())
 
     image = dict(config.model["image"])
     for key in _FROM_TEACHER:
